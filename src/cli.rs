@@ -1,0 +1,130 @@
+//! The command line as the user typed it (clap types). No I/O and no checks of meaning:
+//! `config.rs` turns this into a validated configuration.
+
+use clap::{ArgAction, Parser};
+use std::ffi::OsString;
+use std::time::Duration;
+
+const AFTER_HELP: &str = "\
+Naming: each parameter's name below --path, with '/', '-' and '.' turned into '_' and
+letters upper-cased, becomes the variable: /qlarius/twilio/auth-token -> TWILIO_AUTH_TOKEN.
+
+Exit codes, before the command starts (after it starts, every code is the command's):
+   64  invalid command line           75  throttled, or --timeout ran out
+   65  invalid name, collision, NUL   76  unparsable response from Parameter Store
+   66  required parameter missing     77  access, decryption or credentials denied
+   69  Parameter Store unreachable    78  region or credentials not configured
+   70  internal error                126  command cannot be executed
+                                     127  command not found
+
+Examples:
+   qlarius-env -- mix phx.server
+   qlarius-env --path /myapp/prod --require DATABASE_URL -- ./server
+   AWS_ENDPOINT_URL=http://127.0.0.1:5000 qlarius-env -- env";
+
+/// Launch a command with its secrets from AWS Systems Manager Parameter Store.
+///
+/// Reads every parameter under the path (decrypting SecureStrings), sets each as an
+/// environment variable, and replaces itself with COMMAND, so the values exist only in
+/// that process's environment. Nothing runs unless every parameter loads.
+#[derive(Debug, Parser)]
+#[command(name = "qlarius-env", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Parameter Store path to load, recursively [default: /qlarius]. Repeat to layer
+    /// paths: a variable from a later path replaces one from an earlier path.
+    #[arg(
+        short,
+        long = "path",
+        value_name = "PATH",
+        env = "QLARIUS_ENV_PATH",
+        value_delimiter = ','
+    )]
+    pub paths: Vec<String>,
+
+    /// Variable that must be loaded, or nothing runs. Repeatable; replaces the default
+    /// list [default: TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_VERIFY_SERVICE_SID and
+    /// CLOAK_KEY when --path is not given, none otherwise].
+    #[arg(
+        short,
+        long = "require",
+        value_name = "VAR",
+        env = "QLARIUS_ENV_REQUIRE",
+        value_delimiter = ','
+    )]
+    pub require: Vec<String>,
+
+    /// Start the command even if a path holds no parameters.
+    #[arg(long, env = "QLARIUS_ENV_ALLOW_EMPTY")]
+    pub allow_empty: bool,
+
+    /// AWS region [env: AWS_REGION, then AWS_DEFAULT_REGION, then the profile's region].
+    #[arg(long, value_name = "REGION")]
+    pub region: Option<String>,
+
+    /// Parameter Store endpoint URL, for example a local emulator
+    /// [env: AWS_ENDPOINT_URL_SSM, then AWS_ENDPOINT_URL].
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+
+    /// AWS profile from the shared config files [env: AWS_PROFILE].
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Longest time to wait for credentials and parameters, retries included
+    /// (for example 30s, 1m, 500ms).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "QLARIUS_ENV_TIMEOUT",
+        default_value = "30s",
+        value_parser = parse_duration
+    )]
+    pub timeout: Duration,
+
+    /// Log more: -v for details, -vv for everything qlarius-env logs. The filter can also
+    /// be set with QLARIUS_ENV_LOG (for example QLARIUS_ENV_LOG=debug).
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Log less: -q hides the start-up line, -qq hides warnings too. Errors always print.
+    #[arg(short, long, action = ArgAction::Count)]
+    pub quiet: u8,
+
+    /// The command to run, and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|e| format!("{e} (expected a duration such as 30s, 2m or 500ms)"))?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn duration_accepts_units() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn command_follows_double_dash() {
+        let cli = Cli::try_parse_from(["qlarius-env", "--", "mix", "phx.server"]).unwrap();
+        assert_eq!(cli.command, ["mix", "phx.server"]);
+    }
+}

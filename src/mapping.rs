@@ -1,0 +1,175 @@
+//! Parameter names to environment variable names: conversion, validation and collisions.
+//!
+//! The rule: strip the path and the `/` after it, turn `/`, `-` and `.` into `_`, and
+//! upper-case ASCII letters (unless case is preserved). The result must match
+//! `^[A-Z_][A-Z0-9_]*$` (`^[A-Za-z_][A-Za-z0-9_]*$` with case preserved); anything else,
+//! such as a leading digit, is an error naming the parameter, never a silent rename.
+
+use crate::error::Error;
+use std::collections::BTreeMap;
+
+/// Converts `parameter`, found under `path`, into a variable name.
+///
+/// `path` is normalised: it starts with `/` and has no trailing `/` unless it is `/`.
+pub fn variable_name(path: &str, parameter: &str, preserve_case: bool) -> Result<String, Error> {
+    let relative = relative_name(path, parameter);
+    let variable: String = relative
+        .chars()
+        .map(|c| match c {
+            '/' | '-' | '.' => '_',
+            c if preserve_case => c,
+            c => c.to_ascii_uppercase(),
+        })
+        .collect();
+
+    if is_valid_variable(&variable) {
+        Ok(variable)
+    } else {
+        Err(Error::InvalidName {
+            parameter: parameter.to_string(),
+            variable,
+        })
+    }
+}
+
+/// Returns the part of `parameter` below `path`, or the whole name without its leading `/`
+/// when it is not below `path`.
+fn relative_name<'a>(path: &str, parameter: &'a str) -> &'a str {
+    let prefix = path.trim_end_matches('/');
+    parameter
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .unwrap_or_else(|| parameter.trim_start_matches('/'))
+}
+
+/// Checks a name against `^[A-Za-z_][A-Za-z0-9_]*$`; callers that upper-case have already
+/// removed lower-case letters, so one check serves both modes.
+pub fn is_valid_variable(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Maps every parameter name under one path to its variable, in the order given.
+///
+/// Two parameters that map to the same variable are an error naming both, because SSM
+/// names are case-sensitive and `a-b`, `a.b` and `a/b` are distinct parameters.
+pub fn map_path<'a>(
+    path: &str,
+    parameters: impl IntoIterator<Item = &'a str>,
+    preserve_case: bool,
+) -> Result<Vec<(String, &'a str)>, Error> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    let mut mapped = Vec::new();
+    for parameter in parameters {
+        let variable = variable_name(path, parameter, preserve_case)?;
+        if let Some(first) = seen.insert(variable.clone(), parameter) {
+            let (first, second) = if first <= parameter {
+                (first, parameter)
+            } else {
+                (parameter, first)
+            };
+            return Err(Error::Collision {
+                first: first.to_string(),
+                second: second.to_string(),
+                variable,
+            });
+        }
+        mapped.push((variable, parameter));
+    }
+    Ok(mapped)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(path: &str, parameter: &str) -> String {
+        variable_name(path, parameter, false).unwrap()
+    }
+
+    #[test]
+    fn qlarius_defaults_map_to_expected_variables() {
+        assert_eq!(name("/qlarius", "/qlarius/twilio/account-sid"), "TWILIO_ACCOUNT_SID");
+        assert_eq!(name("/qlarius", "/qlarius/twilio/auth-token"), "TWILIO_AUTH_TOKEN");
+        assert_eq!(
+            name("/qlarius", "/qlarius/twilio/verify-service-sid"),
+            "TWILIO_VERIFY_SERVICE_SID"
+        );
+        assert_eq!(name("/qlarius", "/qlarius/cloak-key"), "CLOAK_KEY");
+    }
+
+    #[test]
+    fn dots_and_dashes_become_underscores() {
+        assert_eq!(name("/myapp", "/myapp/db.host"), "DB_HOST");
+        assert_eq!(name("/myapp", "/myapp/a-b.c/d_e"), "A_B_C_D_E");
+    }
+
+    #[test]
+    fn root_path_strips_leading_slash() {
+        assert_eq!(name("/", "/qlarius/cloak-key"), "QLARIUS_CLOAK_KEY");
+    }
+
+    #[test]
+    fn leading_digit_is_invalid() {
+        let error = variable_name("/myapp", "/myapp/2fa/issuer", false).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "parameter /myapp/2fa/issuer maps to \"2FA_ISSUER\", which is not a valid variable name"
+        );
+    }
+
+    #[test]
+    fn preserve_case_keeps_letters() {
+        assert_eq!(
+            variable_name("/myapp", "/myapp/TF_VAR_instance_type", true).unwrap(),
+            "TF_VAR_instance_type"
+        );
+        assert_eq!(
+            variable_name("/myapp", "/myapp/TF_VAR_instance_type", false).unwrap(),
+            "TF_VAR_INSTANCE_TYPE"
+        );
+    }
+
+    #[test]
+    fn valid_variable_pattern() {
+        for good in ["A", "_", "A_1", "_9", "abc"] {
+            assert!(is_valid_variable(good), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "A.B", "A B", "É"] {
+            assert!(!is_valid_variable(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn collision_names_both_parameters() {
+        let error = map_path("/myapp", ["/myapp/Api_Key", "/myapp/API_KEY"], false).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "parameters /myapp/API_KEY and /myapp/Api_Key both map to API_KEY"
+        );
+    }
+
+    #[test]
+    fn separators_collide() {
+        let error = map_path("/p", ["/p/a-b", "/p/a/b"], false).unwrap_err();
+        assert!(matches!(error, Error::Collision { .. }));
+    }
+
+    #[test]
+    fn preserve_case_avoids_case_collision() {
+        let mapped = map_path("/myapp", ["/myapp/Api_Key", "/myapp/API_KEY"], true).unwrap();
+        assert_eq!(mapped.len(), 2);
+    }
+
+    #[test]
+    fn mapping_is_deterministic() {
+        let names = ["/p/x", "/p/y/z", "/p/w-1"];
+        let first = map_path("/p", names, false).unwrap();
+        let second = map_path("/p", names, false).unwrap();
+        assert_eq!(first, second);
+    }
+}

@@ -1,0 +1,323 @@
+//! Parameter Store calls: pagination, decryption and error classes.
+
+use crate::aws::Aws;
+use crate::error::{AwsError, AwsErrorClass, Error};
+use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_sdk_ssm::Client;
+use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ssm::operation::RequestId;
+use secrecy::{ExposeSecret, SecretString};
+use std::collections::HashSet;
+
+/// A parameter as loaded: the value is held as a secret from the moment it leaves the SDK.
+pub struct Parameter {
+    pub name: String,
+    pub value: SecretString,
+    /// `String`, `StringList` or `SecureString`.
+    pub kind: String,
+    pub version: i64,
+}
+
+/// Builds the Parameter Store client with credentials already resolved.
+pub fn client(aws: &Aws, credentials: SharedCredentialsProvider) -> Client {
+    let mut builder = aws_sdk_ssm::config::Builder::from(&aws.sdk_config)
+        .credentials_provider(credentials)
+        .http_client(aws.ssm_http_client.clone());
+    if let Some(url) = &aws.endpoint_url {
+        builder = builder.endpoint_url(url);
+    }
+    Client::from_conf(builder.build())
+}
+
+/// The result of walking one path.
+pub struct PathContents {
+    pub parameters: Vec<Parameter>,
+    pub requests: u32,
+}
+
+/// Reads every parameter under `path`, recursively and decrypted, following `NextToken`
+/// to the end. A page may be short or even empty while a token remains, so only a missing
+/// token ends the walk.
+pub async fn get_parameters_by_path(client: &Client, aws: &Aws, path: &str) -> Result<PathContents, Error> {
+    let mut parameters = Vec::new();
+    let mut requests = 0;
+    let mut next_token: Option<String> = None;
+    let mut seen_tokens = HashSet::new();
+
+    loop {
+        let result = client
+            .get_parameters_by_path()
+            .path(path)
+            .recursive(true)
+            .with_decryption(true)
+            .max_results(10)
+            .set_next_token(next_token.take())
+            .send()
+            .await;
+        requests += 1;
+        let page = result.map_err(|e| {
+            classify(e, "GetParametersByPath", "ssm:GetParametersByPath", path, aws, &parameters)
+        })?;
+
+        for mut parameter in page.parameters.unwrap_or_default() {
+            let name = parameter.name.take().unwrap_or_default();
+            let Some(value) = parameter.value.take() else {
+                return Err(protocol_error(path, format!("parameter {name} has no value")));
+            };
+            parameters.push(Parameter {
+                name,
+                value: SecretString::from(value),
+                kind: parameter
+                    .r#type
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_else(|| "String".into()),
+                version: parameter.version,
+            });
+        }
+
+        match page.next_token {
+            Some(token) if !token.is_empty() => {
+                if !seen_tokens.insert(token.clone()) {
+                    return Err(protocol_error(path, "NextToken repeated; the walk would never end".into()));
+                }
+                next_token = Some(token);
+            }
+            _ => break,
+        }
+    }
+
+    Ok(PathContents {
+        parameters,
+        requests,
+    })
+}
+
+/// Asks whether `name` is a single parameter, without decrypting it. Used only to explain
+/// an empty path, so any failure counts as "no".
+pub async fn is_parameter(client: &Client, name: &str) -> bool {
+    client
+        .get_parameters()
+        .names(name)
+        .with_decryption(false)
+        .send()
+        .await
+        .is_ok_and(|out| !out.parameters().is_empty())
+}
+
+fn protocol_error(path: &str, detail: String) -> Error {
+    Error::Protocol {
+        operation: "GetParametersByPath",
+        subject: path.to_string(),
+        detail,
+    }
+}
+
+/// Joins an error and its sources into one line, as `a: b: c`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Turns an SDK error into an operator's error: the AWS code, message and request id for
+/// service errors, and the endpoint for connection failures.
+///
+/// `loaded` holds the values read so far; any of them echoed in an error message is
+/// replaced, so a hostile or buggy endpoint cannot make qlarius-env print a secret.
+pub fn classify<E>(
+    error: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,
+    operation: &'static str,
+    action: &'static str,
+    subject: &str,
+    aws: &Aws,
+    loaded: &[Parameter],
+) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let endpoint = aws
+        .endpoint_url
+        .clone()
+        .unwrap_or_else(|| format!("https://ssm.{}.amazonaws.com", aws.region));
+
+    match error {
+        SdkError::TimeoutError(_) => Error::TimedOut {
+            waiting_on: format!("{operation} {subject} at {endpoint}"),
+            budget: aws
+                .sdk_config
+                .timeout_config()
+                .and_then(|t| t.operation_timeout())
+                .unwrap_or_default(),
+        },
+        SdkError::DispatchFailure(failure) => {
+            let detail = failure
+                .as_connector_error()
+                .map(|e| error_chain(e))
+                .unwrap_or_else(|| "the request could not be sent".into());
+            if failure.is_timeout() {
+                Error::TimedOut {
+                    waiting_on: format!("{operation} {subject} at {endpoint} ({})", redact(&detail, loaded)),
+                    budget: aws
+                        .sdk_config
+                        .timeout_config()
+                        .and_then(|t| t.operation_timeout())
+                        .unwrap_or_default(),
+                }
+            } else {
+                Error::Unreachable {
+                    endpoint,
+                    detail: redact(&detail, loaded),
+                }
+            }
+        }
+        SdkError::ResponseError(response) => Error::Protocol {
+            operation,
+            subject: subject.to_string(),
+            detail: format!(
+                "HTTP {}: {}",
+                response.raw().status().as_u16(),
+                redact(&error_chain(&SdkError::<E, _>::ResponseError(response)), loaded)
+            ),
+        },
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            let error = context.err();
+            let code = error.code().map(str::to_string);
+            let message = error.message().map(|m| redact(m, loaded));
+            let request_id = error
+                .meta()
+                .request_id()
+                .map(str::to_string)
+                .or_else(|| context.raw().headers().get("x-amzn-requestid").map(str::to_string));
+            let class = class_of(code.as_deref(), message.as_deref(), status);
+            let resource = Some(format!(
+                "arn:aws:ssm:{}:*:parameter{}{}",
+                aws.region,
+                if subject == "/" { "" } else { subject },
+                if action == "ssm:GetParametersByPath" { "/*" } else { "" }
+            ));
+            Error::Aws(Box::new(AwsError {
+                operation,
+                subject: subject.to_string(),
+                class,
+                code,
+                message,
+                request_id,
+                http_status: Some(status),
+                action,
+                resource,
+            }))
+        }
+        other => Error::Internal(format!(
+            "{operation} {subject}: {}",
+            redact(&error_chain(&other), loaded)
+        )),
+    }
+}
+
+fn class_of(code: Option<&str>, message: Option<&str>, status: u16) -> AwsErrorClass {
+    let message = message.unwrap_or_default();
+    let mentions_kms = message.contains("kms:") || message.contains("KMS") || message.contains("ciphertext");
+    match code.unwrap_or_default() {
+        "InvalidKeyId" | "KMSAccessDeniedException" | "KMSDisabledException"
+        | "KMSInvalidStateException" | "KMSNotFoundException" => AwsErrorClass::KmsDenied,
+        "AccessDeniedException" | "AccessDenied" if mentions_kms => AwsErrorClass::KmsDenied,
+        "AccessDeniedException" | "AccessDenied" | "UnauthorizedOperation" => {
+            AwsErrorClass::AccessDenied
+        }
+        "ThrottlingException" | "Throttling" | "TooManyRequestsException"
+        | "RequestLimitExceeded" | "TooManyUpdates" => AwsErrorClass::Throttled,
+        "ExpiredTokenException" | "ExpiredToken" | "RequestExpired" => {
+            AwsErrorClass::ExpiredCredentials
+        }
+        "InvalidSignatureException" | "SignatureDoesNotMatch"
+            if message.contains("Signature expired") || message.contains("Signature not yet current") =>
+        {
+            AwsErrorClass::ClockSkew
+        }
+        "UnrecognizedClientException" | "InvalidClientTokenId" | "InvalidSignatureException"
+        | "SignatureDoesNotMatch" | "IncompleteSignature" | "MissingAuthenticationToken" => {
+            AwsErrorClass::InvalidCredentials
+        }
+        "ValidationException" | "InvalidFilterKey" | "InvalidFilterOption"
+        | "InvalidFilterValue" | "InvalidNextToken" => AwsErrorClass::Validation,
+        _ if status >= 500 => AwsErrorClass::ServerError,
+        "InternalServerError" | "ServiceUnavailable" => AwsErrorClass::ServerError,
+        _ => AwsErrorClass::Other,
+    }
+}
+
+/// Replaces every loaded value of four characters or more that occurs in `text`. Shorter
+/// values are left alone: they would mangle ordinary words and are not secrets anyway.
+fn redact(text: &str, loaded: &[Parameter]) -> String {
+    let mut text = text.to_string();
+    for parameter in loaded {
+        let value = parameter.value.expose_secret();
+        if value.len() >= 4 && text.contains(value) {
+            text = text.replace(value, "[redacted]");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kms_messages_are_decrypt_denials() {
+        let message = "User: arn:aws:iam::1:user/x is not authorized to perform: kms:Decrypt";
+        assert_eq!(
+            class_of(Some("AccessDeniedException"), Some(message), 400),
+            AwsErrorClass::KmsDenied
+        );
+        assert_eq!(class_of(Some("InvalidKeyId"), None, 400), AwsErrorClass::KmsDenied);
+    }
+
+    #[test]
+    fn codes_map_to_classes() {
+        let cases = [
+            ("AccessDeniedException", AwsErrorClass::AccessDenied),
+            ("ThrottlingException", AwsErrorClass::Throttled),
+            ("UnrecognizedClientException", AwsErrorClass::InvalidCredentials),
+            ("ExpiredTokenException", AwsErrorClass::ExpiredCredentials),
+            ("ValidationException", AwsErrorClass::Validation),
+            ("SomethingNew", AwsErrorClass::Other),
+        ];
+        for (code, class) in cases {
+            assert_eq!(class_of(Some(code), Some("no detail"), 400), class, "{code}");
+        }
+        assert_eq!(class_of(None, None, 503), AwsErrorClass::ServerError);
+    }
+
+    #[test]
+    fn signature_expiry_means_clock_skew() {
+        let message = "Signature expired: 20260101T000000Z is now earlier than 20260101T001000Z";
+        assert_eq!(
+            class_of(Some("InvalidSignatureException"), Some(message), 400),
+            AwsErrorClass::ClockSkew
+        );
+    }
+
+    #[test]
+    fn redact_hides_loaded_values() {
+        let loaded = [Parameter {
+            name: "/p/x".into(),
+            value: SecretString::from("canary-value-1234"),
+            kind: "SecureString".into(),
+            version: 1,
+        }];
+        assert_eq!(
+            redact("bad value canary-value-1234 here", &loaded),
+            "bad value [redacted] here"
+        );
+    }
+}
