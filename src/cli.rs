@@ -1,7 +1,7 @@
 //! The command line as the user typed it (clap types). No I/O and no checks of meaning:
 //! `config.rs` turns this into a validated configuration.
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Args, Parser};
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -30,6 +30,21 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "qlarius-env", version, after_help = AFTER_HELP)]
 pub struct Cli {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    #[command(flatten)]
+    pub logging: LogArgs,
+
+    /// The command to run, and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+/// Which parameters to load and how to reach Parameter Store; shared by every mode that
+/// reads parameters.
+#[derive(Debug, Args)]
+pub struct SelectionArgs {
     /// Parameter Store path to load, recursively [default: /qlarius]. Repeat to layer
     /// paths: a variable from a later path replaces one from an earlier path.
     #[arg(
@@ -80,19 +95,18 @@ pub struct Cli {
         value_parser = parse_duration
     )]
     pub timeout: Duration,
+}
 
+#[derive(Debug, Args)]
+pub struct LogArgs {
     /// Log more: -v for details, -vv for everything qlarius-env logs. The filter can also
     /// be set with QLARIUS_ENV_LOG (for example QLARIUS_ENV_LOG=debug).
-    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet")]
+    #[arg(short, long, action = ArgAction::Count, conflicts_with = "quiet", global = true)]
     pub verbose: u8,
 
     /// Log less: -q hides the start-up line, -qq hides warnings too. Errors always print.
-    #[arg(short, long, action = ArgAction::Count)]
+    #[arg(short, long, action = ArgAction::Count, global = true)]
     pub quiet: u8,
-
-    /// The command to run, and its arguments, after `--`.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<OsString>,
 }
 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

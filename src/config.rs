@@ -1,9 +1,8 @@
 //! Flags and environment merged into a validated configuration.
 
-use crate::cli::Cli;
+use crate::cli::SelectionArgs;
 use crate::error::Error;
 use crate::mapping::is_valid_variable;
-use std::ffi::OsString;
 use std::time::Duration;
 
 pub const DEFAULT_PATH: &str = "/qlarius";
@@ -53,13 +52,12 @@ pub struct Config {
     pub endpoint_url: Option<String>,
     pub profile: Option<String>,
     pub timeout: Duration,
-    pub command: Vec<OsString>,
 }
 
 impl Config {
-    /// Validates the command line. `env` looks up an environment variable, so tests can
-    /// pass a map instead of the process environment.
-    pub fn from_cli(cli: Cli, env: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
+    /// Validates the selection options. `env` looks up an environment variable, so tests
+    /// can pass a map instead of the process environment.
+    pub fn from_args(cli: SelectionArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
         let explicit_paths = !cli.paths.is_empty();
         let raw_paths = if explicit_paths {
             cli.paths
@@ -97,13 +95,6 @@ impl Config {
         let endpoint_url = resolve_endpoint(cli.endpoint_url, &env)?;
         let profile = non_empty(cli.profile).or_else(|| non_empty(env("AWS_PROFILE")));
 
-        if cli.command.is_empty() {
-            return Err(Error::Usage(
-                "no command given: put it after '--', for example: qlarius-env -- mix phx.server"
-                    .into(),
-            ));
-        }
-
         Ok(Config {
             paths,
             required,
@@ -113,7 +104,6 @@ impl Config {
             endpoint_url,
             profile,
             timeout: cli.timeout,
-            command: cli.command,
         })
     }
 }
@@ -241,11 +231,11 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let cli = Cli::try_parse_from(
+        let cli = crate::cli::Cli::try_parse_from(
             std::iter::once("qlarius-env").chain(args.iter().copied()),
         )
         .unwrap();
-        Config::from_cli(cli, |name| env.get(name).cloned())
+        Config::from_args(cli.selection, |name| env.get(name).cloned())
     }
 
     #[test]
@@ -350,12 +340,5 @@ mod tests {
     fn endpoint_must_be_http_url() {
         let error = config(&["--endpoint-url", "localhost:4566", "--", "true"], &[]).unwrap_err();
         assert!(error.to_string().contains("invalid endpoint URL"), "{error}");
-    }
-
-    #[test]
-    fn missing_command_is_usage_error() {
-        let error = config(&[], &[]).unwrap_err();
-        assert!(matches!(error, Error::Usage(_)));
-        assert!(error.to_string().contains("after '--'"));
     }
 }

@@ -1,54 +1,28 @@
-//! The launch: load every parameter, check the result, then exec the command.
-//!
-//! Nothing is started unless every step succeeds: a failed request, a missing required
-//! variable or a bad name ends the launch before `execve`.
+//! The launch: load the variables, then replace this process with the command.
 
-use crate::aws;
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::error::Error;
 use crate::exec::{self, ChildEnvironment};
 use crate::hardening;
-use crate::mapping;
-use crate::ssm::{self, Parameter};
-use secrecy::{ExposeSecret, SecretString};
-use std::cell::RefCell;
+use crate::load;
+use secrecy::SecretString;
 use std::convert::Infallible;
 use std::ffi::OsString;
-use std::time::{Duration, Instant};
-
-/// A variable ready for the command's environment.
-pub struct Variable {
-    pub name: String,
-    pub parameter: String,
-    pub value: SecretString,
-}
-
-/// What one launch read from Parameter Store.
-pub struct Loaded {
-    /// Each path with the parameters under it, in the order the paths were given.
-    pub paths: Vec<(String, Vec<Parameter>)>,
-    pub requests: u32,
-}
 
 pub fn run(cli: Cli, inherited: Vec<(OsString, OsString)>) -> Result<Infallible, Error> {
     let core_limit = hardening::protect_process();
-    let config = Config::from_cli(cli, |name| std::env::var(name).ok())?;
-    let started = Instant::now();
+    let config = Config::from_args(cli.selection, |name| std::env::var(name).ok())?;
+    if cli.command.is_empty() {
+        return Err(Error::Usage(
+            "no command given: put it after '--', for example: qlarius-env -- mix phx.server".into(),
+        ));
+    }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
-    let loaded = runtime.block_on(load(&config));
-    // A DNS lookup may still be running on a blocking thread; exec ends it anyway.
-    runtime.shutdown_background();
-    let loaded = loaded?;
+    let report = block_on(load::load_variables(&config))?;
 
-    let variables = select(&config, loaded.paths)?;
-    log_loaded(&config, &variables, loaded.requests, started.elapsed());
-
-    let pairs: Vec<(&str, &SecretString)> = variables
+    let pairs: Vec<(&str, &SecretString)> = report
+        .variables
         .iter()
         .map(|v| (v.name.as_str(), &v.value))
         .collect();
@@ -64,120 +38,20 @@ pub fn run(cli: Cli, inherited: Vec<(OsString, OsString)>) -> Result<Infallible,
         .iter()
         .find(|(name, _)| name == "PATH")
         .map(|(_, value)| value.as_os_str());
-    tracing::debug!(command = ?config.command, "executing");
+    tracing::debug!(command = ?cli.command, "executing");
     core_limit.restore();
-    Err(exec::exec(&config.command, &environment, search_path))
+    Err(exec::exec(&cli.command, &environment, search_path))
 }
 
-/// Reads every configured path within the start-up budget.
-pub async fn load(config: &Config) -> Result<Loaded, Error> {
-    let aws = aws::configure(config).await?;
-    tracing::debug!(
-        region = %aws.region,
-        source = %aws.region_source,
-        endpoint = aws.endpoint_url.as_deref().unwrap_or("default"),
-        "configured AWS"
-    );
-
-    // What the launch is waiting for, named in the error if the budget runs out.
-    let stage = RefCell::new(String::from("AWS credentials"));
-    let work = async {
-        let credentials = aws::resolve_credentials(&aws).await?;
-        let client = ssm::client(&aws, credentials);
-        let mut paths = Vec::with_capacity(config.paths.len());
-        let mut requests = 0;
-        for path in &config.paths {
-            stage.replace(format!("GetParametersByPath {path}"));
-            let contents = ssm::get_parameters_by_path(&client, &aws, path).await?;
-            requests += contents.requests;
-            if contents.parameters.is_empty() {
-                ensure_empty_allowed(config, &client, path).await?;
-            }
-            paths.push((path.clone(), contents.parameters));
-        }
-        Ok(Loaded { paths, requests })
-    };
-
-    match tokio::time::timeout(config.timeout, work).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::TimedOut {
-            waiting_on: stage.into_inner(),
-            budget: config.timeout,
-        }),
-    }
-}
-
-async fn ensure_empty_allowed(config: &Config, client: &aws_sdk_ssm::Client, path: &str) -> Result<(), Error> {
-    if config.allow_empty {
-        tracing::warn!("0 parameters under {path}; starting anyway because of --allow-empty");
-        return Ok(());
-    }
-    // One extra request, on the failure path only, to tell a leaf name from a typo.
-    if path != "/" && ssm::is_parameter(client, path).await {
-        return Err(Error::ParameterNotPath { path: path.to_string() });
-    }
-    Err(Error::EmptyPath { path: path.to_string() })
-}
-
-/// Maps parameters to variables, layers the paths and checks the required variables.
-///
-/// Within one path two parameters that map to the same variable are an error; across
-/// paths the later path wins and the replacement is logged.
-pub fn select(config: &Config, paths: Vec<(String, Vec<Parameter>)>) -> Result<Vec<Variable>, Error> {
-    let mut variables: Vec<Variable> = Vec::new();
-    for (path, parameters) in paths {
-        let names = mapping::map_path(&path, parameters.iter().map(|p| p.name.as_str()), false)?;
-        let names: Vec<String> = names.into_iter().map(|(variable, _)| variable).collect();
-        for (name, parameter) in names.into_iter().zip(parameters) {
-            if parameter.value.expose_secret().contains('\0') {
-                return Err(Error::NulInValue { parameter: parameter.name });
-            }
-            let variable = Variable {
-                name,
-                parameter: parameter.name,
-                value: parameter.value,
-            };
-            match variables.iter_mut().find(|v| v.name == variable.name) {
-                Some(existing) => {
-                    tracing::info!(
-                        "{} from {} replaces the one from {}",
-                        variable.name, variable.parameter, existing.parameter
-                    );
-                    *existing = variable;
-                }
-                None => variables.push(variable),
-            }
-        }
-    }
-
-    let missing: Vec<String> = config
-        .required
-        .iter()
-        .filter(|name| !variables.iter().any(|v| &v.name == *name))
-        .cloned()
-        .collect();
-    if !missing.is_empty() {
-        return Err(Error::MissingRequired {
-            missing,
-            paths: config.paths.clone(),
-            known: config.known_parameters.clone(),
-        });
-    }
-
-    variables.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(variables)
-}
-
-fn log_loaded(config: &Config, variables: &[Variable], requests: u32, elapsed: Duration) {
-    let names: Vec<&str> = variables.iter().map(|v| v.name.as_str()).collect();
-    tracing::info!(
-        "loaded {} variable{} from {} in {} ms ({} request{}): {}",
-        variables.len(),
-        if variables.len() == 1 { "" } else { "s" },
-        config.paths.join(", "),
-        elapsed.as_millis(),
-        requests,
-        if requests == 1 { "" } else { "s" },
-        names.join(", ")
-    );
+/// Runs a future on a single-threaded runtime: one launch makes a handful of requests,
+/// and a second thread would only add start-up time.
+pub fn block_on<T>(future: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
+    let result = runtime.block_on(future);
+    // A DNS lookup may still be running on a blocking thread; it must not delay exec.
+    runtime.shutdown_background();
+    result
 }

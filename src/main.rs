@@ -7,6 +7,7 @@ mod error;
 mod exec;
 mod hardening;
 mod launch;
+mod load;
 mod logging;
 mod mapping;
 mod ssm;
@@ -37,7 +38,7 @@ fn main() -> ExitCode {
         unsafe { std::env::remove_var(name) };
     }
     let filter = std::env::var("QLARIUS_ENV_LOG").ok();
-    logging::init(cli.verbose, cli.quiet, filter.as_deref());
+    logging::init(cli.logging.verbose, cli.logging.quiet, filter.as_deref());
 
     match launch::run(cli, inherited) {
         Ok(never) => match never {},

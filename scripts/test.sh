@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs the Python test tools into .venv, then runs
+# cargo test. Extra arguments go to cargo test (for example: scripts/test.sh --test launch).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+QLARIUS_TEST_VENV="$(scripts/venv.sh)"
+export QLARIUS_TEST_VENV
+# No test may reach real AWS or instance metadata, whatever the caller's environment.
+export AWS_EC2_METADATA_DISABLED=true
+unset AWS_PROFILE AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN
+
+cargo test --locked "$@"

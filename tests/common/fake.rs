@@ -1,0 +1,187 @@
+//! A scriptable HTTP endpoint on loopback that answers like an AWS JSON-protocol service,
+//! for faults moto cannot produce: throttling, 5xx, access denied, slow or cut
+//! connections, malformed bodies.
+//!
+//! Each request takes the next reply from the script; the last reply repeats. Every
+//! connection is served on its own thread, and a stalled reply is bounded in time so
+//! that no test can hang for long.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The longest a `Stall` reply holds a connection open.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+#[derive(Clone, Debug)]
+pub enum Reply {
+    /// An HTTP response with a JSON body.
+    Json { status: u16, body: String },
+    /// Waits, then sends the reply.
+    Delayed(Duration, Box<Reply>),
+    /// Reads the request and never answers (until the stall limit).
+    Stall,
+    /// Reads the request and closes the connection without a response.
+    Close,
+    /// Sends the status line and headers of a 200 with a body shorter than announced.
+    Truncated,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<String>) -> Reply {
+        Reply::Json {
+            status: 200,
+            body: body.into(),
+        }
+    }
+
+    /// An AWS JSON-protocol error, as Parameter Store sends it.
+    pub fn error(status: u16, code: &str, message: &str) -> Reply {
+        let body = serde_json::json!({ "__type": code, "message": message }).to_string();
+        Reply::Json { status, body }
+    }
+
+    pub fn throttled() -> Reply {
+        Reply::error(400, "ThrottlingException", "Rate exceeded")
+    }
+}
+
+/// One request as the fake endpoint received it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The `X-Amz-Target` header, for example `AmazonSSM.GetParametersByPath`.
+    pub target: String,
+    pub body: serde_json::Value,
+}
+
+pub struct FakeAws {
+    pub url: String,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl FakeAws {
+    pub fn start(script: Vec<Reply>) -> FakeAws {
+        assert!(!script.is_empty());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new((script, 0usize)));
+
+        let recorded = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let recorded = recorded.clone();
+                let script = script.clone();
+                std::thread::spawn(move || serve(stream, &recorded, &script));
+            }
+        });
+        FakeAws { url, requests }
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    pub fn count(&self, target: &str) -> usize {
+        self.requests()
+            .iter()
+            .filter(|r| r.target.ends_with(target))
+            .count()
+    }
+}
+
+fn serve(stream: TcpStream, recorded: &Mutex<Vec<Request>>, script: &Mutex<(Vec<Reply>, usize)>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let Some(request) = read_request(&mut reader) else { return };
+        recorded.lock().unwrap().push(request);
+        let reply = {
+            let mut guard = script.lock().unwrap();
+            let (replies, next) = &mut *guard;
+            let reply = replies[(*next).min(replies.len() - 1)].clone();
+            *next += 1;
+            reply
+        };
+        if !send(&mut writer, reply) {
+            return;
+        }
+    }
+}
+
+/// Sends one reply; returns false when the connection must end.
+fn send(writer: &mut TcpStream, reply: Reply) -> bool {
+    match reply {
+        Reply::Json { status, body } => {
+            let head = format!(
+                "HTTP/1.1 {status} {}\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-RequestId: fake-request-{status}\r\nContent-Length: {}\r\n\r\n",
+                if status < 400 { "OK" } else { "Error" },
+                body.len()
+            );
+            writer.write_all(head.as_bytes()).is_ok() && writer.write_all(body.as_bytes()).is_ok()
+        }
+        Reply::Delayed(delay, reply) => {
+            std::thread::sleep(delay);
+            send(writer, *reply)
+        }
+        Reply::Stall => {
+            std::thread::sleep(STALL_LIMIT);
+            false
+        }
+        Reply::Close => false,
+        Reply::Truncated => {
+            let _ = writer.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 500\r\n\r\n{\"Parameters\": [{\"Name\"",
+            );
+            false
+        }
+    }
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
+    let mut target = String::new();
+    let mut length = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = trimmed.split_once(':') {
+            match name.trim().to_ascii_lowercase().as_str() {
+                "x-amz-target" => target = value.trim().to_string(),
+                "content-length" => length = value.trim().parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    Some(Request { target, body })
+}
+
+/// A GetParametersByPath page body with the given `(name, value)` pairs.
+pub fn page(parameters: &[(&str, &str)], next_token: Option<&str>) -> String {
+    let parameters: Vec<serde_json::Value> = parameters
+        .iter()
+        .map(|(name, value)| {
+            serde_json::json!({
+                "Name": name, "Value": value, "Type": "SecureString", "Version": 1,
+                "ARN": format!("arn:aws:ssm:us-east-1:111122223333:parameter{name}"),
+                "DataType": "text"
+            })
+        })
+        .collect();
+    let mut body = serde_json::json!({ "Parameters": parameters });
+    if let Some(token) = next_token {
+        body["NextToken"] = serde_json::Value::from(token);
+    }
+    body.to_string()
+}
