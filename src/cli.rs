@@ -32,6 +32,7 @@ Examples:
     name = "qlarius-env",
     version,
     after_help = AFTER_HELP,
+    override_usage = "qlarius-env [OPTIONS] -- COMMAND [ARGS]...\n       qlarius-env SUBCOMMAND [OPTIONS]",
     subcommand_value_name = "SUBCOMMAND",
     subcommand_help_heading = "Operator commands"
 )]
@@ -156,6 +157,20 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn subcommand_name_after_double_dash_is_a_command() {
+        let cli = Cli::try_parse_from(["qlarius-env", "--", "check", "--json"]).unwrap();
+        assert!(cli.subcommand.is_none());
+        assert_eq!(cli.command, ["check", "--json"]);
+    }
+
+    #[test]
+    fn subcommand_without_double_dash() {
+        let cli = Cli::try_parse_from(["qlarius-env", "check", "--path", "/x"]).unwrap();
+        assert!(matches!(cli.subcommand, Some(Command::Check(_))));
+        assert!(cli.command.is_empty());
     }
 
     #[test]

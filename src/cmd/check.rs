@@ -58,7 +58,7 @@ pub struct CheckArgs {
     pub json: bool,
 }
 
-/// Most DescribeParameters pages read per path; 50 parameters a page.
+/// Maximum DescribeParameters pages read per path, at 50 parameters a page.
 const MAX_DESCRIBE_PAGES: usize = 200;
 
 pub fn run(args: CheckArgs) -> Result<(), Error> {
@@ -97,7 +97,7 @@ pub struct Report {
     identity_error: Option<String>,
     paths: Vec<String>,
     parameters: Vec<ParameterReport>,
-    /// Why parameter metadata (key ids, dates) is missing, when DescribeParameters failed.
+    /// The DescribeParameters failure that left out key ids, tiers and dates.
     metadata_error: Option<String>,
     decryption: DecryptionReport,
     required: Vec<RequiredReport>,
@@ -143,7 +143,7 @@ struct ParameterReport {
     version: Option<i64>,
     last_modified: Option<String>,
     tier: Option<String>,
-    /// Length of the decrypted value in bytes; never the value.
+    /// Length of the decrypted value in bytes. The value itself is never reported.
     value_length: Option<usize>,
     /// The parameter from a later path that replaces this one's variable.
     replaced_by: Option<String>,
@@ -255,8 +255,8 @@ async fn describe_credentials(credentials: &SharedCredentialsProvider, config: &
     }
 }
 
-/// Extracts the provider name from the credentials' Debug text, whose secret key is
-/// already redacted: the SDK offers no getter for it.
+/// Extracts the provider name from the credentials' Debug text, which redacts the secret
+/// key. The SDK offers no getter for the provider name.
 fn provider_name(debug: &str) -> Option<String> {
     let start = debug.find("provider_name: \"")? + "provider_name: \"".len();
     let end = debug[start..].find('"')? + start;

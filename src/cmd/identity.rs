@@ -9,7 +9,7 @@ use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sts::operation::RequestId;
 
-/// Who the credentials belong to.
+/// The account, ARN and user id behind a set of credentials.
 #[derive(Debug, serde::Serialize)]
 pub struct CallerIdentity {
     pub account: String,

@@ -22,7 +22,7 @@ Examples:
 
 /// Smallest key accepted: 16 bytes is 128 bits.
 pub const MIN_BYTES: usize = 16;
-/// Largest key accepted; its base64 form (5,464 characters) fits an Advanced-tier value.
+/// Largest key accepted. Its base64 form (5,464 characters) fits an Advanced-tier value.
 pub const MAX_BYTES: usize = 4096;
 
 /// Print a new random key, base64-encoded.

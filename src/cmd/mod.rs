@@ -1,5 +1,5 @@
 //! The operator commands: check, put, keygen, policy, completions and man. One file each;
-//! this module dispatches to them and holds what several of them share.
+//! this module dispatches to them and contains what several of them share.
 
 pub mod check;
 pub mod completions;
@@ -70,7 +70,7 @@ pub struct AwsArgs {
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
 
-    /// Longest time to wait for credentials and the request, retries included.
+    /// Maximum time to wait for credentials and the request, retries included.
     #[arg(
         long,
         value_name = "DURATION",

@@ -229,7 +229,7 @@ fn push_unique(list: &mut Vec<String>, item: String) {
     }
 }
 
-/// The ARN partition of a region.
+/// Returns the ARN partition of a region.
 fn partition(region: &str) -> &'static str {
     // NOTE: kms:ViaService in the China regions may need the amazonaws.com.cn suffix; it
     // has not been checked there.

@@ -1,6 +1,6 @@
 //! `qlarius-env put`: create or update a SecureString parameter. The value comes from
-//! standard input, a prompt without echo, or the random source; never from an argument,
-//! so it stays out of shell history and `ps`.
+//! standard input, a prompt without echo, or the random source. It never comes from an
+//! argument, so it stays out of shell history and `ps`.
 
 use super::{AwsArgs, keygen, process_env};
 use crate::aws;
