@@ -4,7 +4,7 @@
 mod common;
 
 use base64::Engine;
-use common::fake::{FakeAws, Reply};
+use common::fake::{self, FakeAws, Reply};
 use common::*;
 use predicates::prelude::*;
 
@@ -128,6 +128,50 @@ fn check_reports_denied_decryption_and_metadata() {
     assert!(metadata_error.contains("DescribeParameters /fake failed"), "{metadata_error}");
     assert!(metadata_error.contains("policy --check"), "{metadata_error}");
     assert!(stderr.contains("kms:Decrypt"), "{stderr}");
+}
+
+#[test]
+fn check_names_parameter_it_cannot_decrypt() {
+    let kms_denied = || {
+        Reply::error(
+            400,
+            "AccessDeniedException",
+            "User: arn:aws:iam::111122223333:user/app is not authorized to perform: kms:Decrypt",
+        )
+    };
+    let readable = serde_json::json!({
+        "Parameters": [{ "Name": "/fake/a", "Value": "fake-a-value", "Type": "SecureString", "Version": 1 }],
+        "InvalidParameters": []
+    });
+    let fake = FakeAws::start(vec![
+        // GetCallerIdentity, DescribeParameters, then the launch's decrypting read.
+        Reply::error(400, "AccessDenied", "fake STS refuses"),
+        Reply::error(400, "AccessDeniedException", "not authorized to perform: ssm:DescribeParameters"),
+        kms_denied(),
+        // The listing without decryption, then one GetParameters per SecureString.
+        Reply::ok(fake::page(&[("/fake/a", "ciphertext-a"), ("/fake/b", "ciphertext-b")], None)),
+        Reply::ok(readable.to_string()),
+        kms_denied(),
+    ]);
+    let mut command = qlarius_env(&fake.url);
+    command.args(["check", "--json", "--path", "/fake"]);
+    let (code, stdout, stderr) = run(command);
+
+    assert_eq!(code, 77, "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let parameters = report["parameters"].as_array().unwrap();
+    assert_eq!(parameters.len(), 2, "{stdout}");
+    assert_eq!(parameters[0]["name"], "/fake/a");
+    assert_eq!(parameters[0]["decrypted"], true);
+    assert_eq!(parameters[0]["value_length"], 12);
+    assert_eq!(parameters[1]["name"], "/fake/b");
+    assert_eq!(parameters[1]["decrypted"], false);
+    assert_eq!(parameters[1]["warnings"][0], "decryption failed: AccessDeniedException");
+    assert_eq!(fake.count("GetParameters"), 2);
+    for value in ["fake-a-value", "ciphertext-a", "ciphertext-b"] {
+        assert_absent(&stdout, value, "stdout");
+        assert_absent(&stderr, value, "stderr");
+    }
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //! return). Their failures are shown but do not change the exit code, because a launch
 //! never makes those calls.
 
+mod render;
+
 use super::identity::{self, CallerIdentity};
 use crate::aws::{self, Aws};
 use crate::cli::SelectionArgs;
@@ -18,13 +20,13 @@ use crate::load;
 use crate::mapping;
 use crate::ssm::{self, Parameter};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_sdk_ssm::error::ProvideErrorMetadata;
 use aws_sdk_ssm::primitives::DateTimeFormat;
 use aws_sdk_ssm::types::{ParameterMetadata, ParameterStringFilter};
 use clap::Args;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 const AFTER_HELP: &str = "\
 Reports, without printing any value: the region and where it came from; the credential
@@ -76,7 +78,7 @@ pub fn run(args: CheckArgs) -> Result<(), Error> {
         text.push('\n');
         text
     } else {
-        render(&report)
+        render::render(&report)
     };
     super::write_stdout(&text)?;
     verdict
@@ -145,6 +147,8 @@ struct ParameterReport {
     tier: Option<String>,
     /// Length of the decrypted value in bytes. The value itself is never reported.
     value_length: Option<usize>,
+    /// Whether the value could be decrypted, for SecureString parameters.
+    decrypted: Option<bool>,
     /// The parameter from a later path that replaces this one's variable.
     replaced_by: Option<String>,
     warnings: Vec<String>,
@@ -212,15 +216,26 @@ async fn inspect(config: &Config, report: &mut Report) -> Result<(), Error> {
         Err(detail) => report.identity_error = Some(detail),
     }
 
-    let metadata = describe_paths(config, &aws, credentials).await;
+    let client = ssm::client(&aws, credentials);
+    let mut metadata = describe_paths(config, &aws, &client).await;
     let loaded = load::load(config).await;
 
     let (paths, load_error) = match loaded {
         Ok(loaded) => (Some(loaded.paths), None),
         Err(error) => (None, Some(error)),
     };
+    if let (Err(detail), Some(_)) = (&metadata, &load_error) {
+        // Neither call listed the parameters: list them without decrypting, so the report
+        // still names them and their types.
+        report.metadata_error = Some(metadata_hint(detail));
+        metadata = list_without_decryption(config, &aws, &client).await;
+    }
     fill_parameters(report, config, metadata, paths.as_deref());
     fill_decryption(report, paths.as_deref(), load_error.as_ref());
+    if load_error.as_ref().is_some_and(is_kms_denial) {
+        probe_decryption(report, &client).await;
+    }
+    collect_warnings(report);
     fill_mapping(report, config);
     if let Some(error) = load_error {
         return Err(error);
@@ -273,8 +288,7 @@ fn mask(access_key_id: &str) -> String {
 /// Metadata of every parameter under the paths, from DescribeParameters.
 type Metadata = Result<Vec<(String, Vec<ParameterMetadata>)>, String>;
 
-async fn describe_paths(config: &Config, aws: &Aws, credentials: SharedCredentialsProvider) -> Metadata {
-    let client = ssm::client(aws, credentials);
+async fn describe_paths(config: &Config, aws: &Aws, client: &aws_sdk_ssm::Client) -> Metadata {
     let mut all = Vec::new();
     for path in &config.paths {
         let filter = ParameterStringFilter::builder()
@@ -313,10 +327,9 @@ fn fill_parameters(report: &mut Report, config: &Config, metadata: Metadata, loa
     let metadata = match metadata {
         Ok(found) => Some(found),
         Err(detail) => {
-            report.metadata_error = Some(format!(
-                "{detail}; KMS key ids, tiers and dates are not shown ('qlarius-env policy --check' \
-                 grants ssm:DescribeParameters)"
-            ));
+            if report.metadata_error.is_none() {
+                report.metadata_error = Some(metadata_hint(&detail));
+            }
             None
         }
     };
@@ -350,6 +363,7 @@ fn fill_parameters(report: &mut Report, config: &Config, metadata: Metadata, loa
                 .or_insert_with(|| new_row(path, &parameter.name));
             row.kind = Some(parameter.kind.clone());
             row.version = Some(parameter.version);
+            row.decrypted = (parameter.kind == "SecureString").then_some(true);
             let value = parameter.value.expose_secret();
             row.value_length = Some(value.len());
             if value.is_empty() {
@@ -368,9 +382,96 @@ fn fill_parameters(report: &mut Report, config: &Config, metadata: Metadata, loa
         }
         report.parameters.extend(rows.into_values());
     }
+}
+
+/// Copies every parameter's warnings into the report's list, prefixed with the name.
+fn collect_warnings(report: &mut Report) {
     for row in &report.parameters {
         for warning in &row.warnings {
             report.warnings.push(format!("{}: {warning}", row.name));
+        }
+    }
+}
+
+fn metadata_hint(detail: &str) -> String {
+    format!(
+        "{detail}. KMS key ids and tiers are not shown ('qlarius-env policy --check' grants \
+         ssm:DescribeParameters)"
+    )
+}
+
+/// Lists the parameters under every path with GetParametersByPath and no decryption, in
+/// the shape DescribeParameters returns (without key ids), for when the launch's own
+/// decrypting read failed.
+async fn list_without_decryption(config: &Config, aws: &Aws, client: &aws_sdk_ssm::Client) -> Metadata {
+    let mut all = Vec::new();
+    for path in &config.paths {
+        let mut parameters = Vec::new();
+        let mut next_token = None;
+        for _ in 0..MAX_DESCRIBE_PAGES {
+            let page = client
+                .get_parameters_by_path()
+                .path(path)
+                .recursive(true)
+                .with_decryption(false)
+                .max_results(10)
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    let error = ssm::classify(e, "GetParametersByPath", "ssm:GetParametersByPath", path, aws, &[]);
+                    sanitize(&error.to_string())
+                })?;
+            for parameter in page.parameters.unwrap_or_default() {
+                parameters.push(
+                    ParameterMetadata::builder()
+                        .set_name(parameter.name)
+                        .set_type(parameter.r#type)
+                        .version(parameter.version)
+                        .set_last_modified_date(parameter.last_modified_date)
+                        .build(),
+                );
+            }
+            match page.next_token {
+                Some(token) if !token.is_empty() => next_token = Some(token),
+                _ => break,
+            }
+        }
+        all.push((path.clone(), parameters));
+    }
+    Ok(all)
+}
+
+/// Maximum number of SecureString parameters decrypted one by one after a failure.
+const MAX_DECRYPTION_PROBES: usize = 50;
+
+/// Decrypts each SecureString parameter on its own with GetParameters (the action the
+/// least-privilege policy grants), to name the ones whose KMS key the caller cannot use.
+/// The values are only measured, then dropped.
+async fn probe_decryption(report: &mut Report, client: &aws_sdk_ssm::Client) {
+    let secure = report
+        .parameters
+        .iter_mut()
+        .filter(|row| row.kind.as_deref() == Some("SecureString"))
+        .take(MAX_DECRYPTION_PROBES);
+    for row in secure {
+        let result = client
+            .get_parameters()
+            .names(&row.name)
+            .with_decryption(true)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let value = output.parameters.unwrap_or_default().into_iter().next().and_then(|p| p.value);
+                row.decrypted = Some(value.is_some());
+                row.value_length = value.map(|v| secrecy::SecretString::from(v).expose_secret().len());
+            }
+            Err(error) => {
+                row.decrypted = Some(false);
+                let code = error.code().unwrap_or("request failed").to_string();
+                row.warnings.push(format!("decryption failed: {}", sanitize(&code)));
+            }
         }
     }
 }
@@ -468,165 +569,6 @@ fn fill_mapping(report: &mut Report, config: &Config) {
             parameter,
             expected_parameter,
         });
-    }
-}
-
-/// Renders the report for a terminal. Names from AWS pass through `sanitize`.
-fn render(report: &Report) -> String {
-    let mut out = String::new();
-    let line = |out: &mut String, status: &str, label: &str, text: &str| {
-        let _ = writeln!(out, "{status:<7} {label:<13} {}", sanitize(text));
-    };
-
-    match &report.region {
-        Some(region) => line(&mut out, "ok", "region", &format!("{} (from {})", region.name, region.source)),
-        None => line(&mut out, "FAIL", "region", "not configured"),
-    }
-    if let Some(endpoint) = &report.endpoint {
-        line(&mut out, "ok", "endpoint", endpoint);
-    }
-    match &report.credentials {
-        Some(c) => {
-            let mut text = format!("{}, access key {}", c.source, c.access_key_id);
-            if let Some(profile) = &c.profile {
-                let _ = write!(text, ", profile {profile}");
-            }
-            if let Some(expires) = &c.expires {
-                let _ = write!(text, ", expires {expires}");
-            } else if c.temporary {
-                text.push_str(", temporary");
-            }
-            line(&mut out, "ok", "credentials", &text);
-        }
-        None if report.region.is_some() => line(&mut out, "FAIL", "credentials", "none found"),
-        None => line(&mut out, "skip", "credentials", "needs a region"),
-    }
-    match (&report.identity, &report.identity_error) {
-        (Some(identity), _) => line(
-            &mut out,
-            "ok",
-            "identity",
-            &format!("{} (account {})", identity.arn, identity.account),
-        ),
-        (None, Some(error)) => line(&mut out, "warn", "identity", error),
-        (None, None) => line(&mut out, "skip", "identity", "needs credentials"),
-    }
-
-    if report.credentials.is_some() {
-        render_parameters(&mut out, report);
-    }
-
-    if let Some(error) = &report.error {
-        let _ = writeln!(out, "\nresult: a launch would fail with exit code {}: {}", report.exit_code, error.message);
-        if let Some(hint) = &error.hint {
-            let _ = writeln!(out, "hint: {hint}");
-        }
-    } else {
-        let _ = writeln!(out, "\nresult: a launch would start the command");
-    }
-    out
-}
-
-fn render_parameters(out: &mut String, report: &Report) {
-    let line = |out: &mut String, status: &str, label: &str, text: &str| {
-        let _ = writeln!(out, "{status:<7} {label:<13} {}", sanitize(text));
-    };
-    for path in &report.paths {
-        let rows: Vec<&ParameterReport> = report.parameters.iter().filter(|r| &r.path == path).collect();
-        let _ = writeln!(out, "\n{} ({} parameter{})", sanitize(path), rows.len(), if rows.len() == 1 { "" } else { "s" });
-        for row in rows {
-            let status = if row.variable.is_none()
-                || report.collisions.iter().any(|c| c.parameters.contains(&row.name))
-            {
-                "FAIL"
-            } else if !row.warnings.is_empty() {
-                "warn"
-            } else {
-                "ok"
-            };
-            let mut details = vec![row.kind.clone().unwrap_or_else(|| "type unknown".into())];
-            if let Some(key) = &row.key_id {
-                details.push(format!("key {key}"));
-            }
-            if let Some(version) = row.version {
-                details.push(format!("v{version}"));
-            }
-            if let Some(date) = &row.last_modified {
-                details.push(format!("modified {date}"));
-            }
-            if let Some(length) = row.value_length {
-                details.push(format!("{length} bytes"));
-            }
-            let variable = row.variable.as_deref().unwrap_or("(invalid name)");
-            let _ = writeln!(
-                out,
-                "{status:<7} {} -> {variable}  [{}]",
-                sanitize(&row.name),
-                sanitize(&details.join(", "))
-            );
-            if let Some(later) = &row.replaced_by {
-                let _ = writeln!(out, "{:<7}   replaced by {}", "", sanitize(later));
-            }
-            for warning in &row.warnings {
-                let _ = writeln!(out, "{:<7}   warning: {}", "", sanitize(warning));
-            }
-        }
-    }
-    if let Some(error) = &report.metadata_error {
-        let _ = writeln!(out, "warn    metadata: {}", sanitize(error));
-    }
-    out.push('\n');
-
-    for collision in &report.collisions {
-        line(
-            out,
-            "FAIL",
-            "collision",
-            &format!("{} all map to {}", collision.parameters.join(", "), collision.variable),
-        );
-    }
-    for invalid in &report.invalid_names {
-        line(
-            out,
-            "FAIL",
-            "invalid name",
-            &format!("{} maps to {:?}, not a valid variable name", invalid.parameter, invalid.variable),
-        );
-    }
-    for required in &report.required {
-        match (&required.parameter, &required.expected_parameter) {
-            (Some(parameter), _) => line(out, "ok", "required", &format!("{} from {parameter}", required.variable)),
-            (None, Some(expected)) => line(
-                out,
-                "FAIL",
-                "required",
-                &format!("{} missing (expected from {expected})", required.variable),
-            ),
-            (None, None) => line(out, "FAIL", "required", &format!("{} missing", required.variable)),
-        }
-    }
-    let decryption_status = match report.decryption.status {
-        "ok" | "not_needed" => "ok",
-        "failed" => "FAIL",
-        _ => "skip",
-    };
-    line(
-        out,
-        decryption_status,
-        "decryption",
-        report.decryption.detail.as_deref().unwrap_or(report.decryption.status),
-    );
-    if report.ok {
-        if report.environment_overrides.is_empty() {
-            line(out, "ok", "environment", "a launch would replace no variable already set here");
-        } else {
-            line(
-                out,
-                "warn",
-                "environment",
-                &format!("a launch would replace {}, already set here", report.environment_overrides.join(", ")),
-            );
-        }
     }
 }
 
