@@ -540,6 +540,52 @@ fn policy_lists_only_configured_arns() {
     );
 }
 
+/// Runs `aws iam create-policy` against moto with `document`; moto validates the
+/// document's grammar (effects, action prefixes, ARNs, condition operators) as IAM does.
+fn moto_accepts_policy(document: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("policy.json");
+    std::fs::write(&file, document).unwrap();
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!("qlarius-env-{}", COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    std::process::Command::new(venv_bin("aws"))
+        .args(["--endpoint-url", &moto().url, "iam", "create-policy", "--policy-name", &name])
+        .arg("--policy-document")
+        .arg(format!("file://{}", file.display()))
+        .env_clear()
+        .env("AWS_ACCESS_KEY_ID", "AKIDTESTONLY")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+        .env("AWS_DEFAULT_REGION", REGION)
+        .env("AWS_CONFIG_FILE", "/nonexistent/config")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn policy_passes_moto_iam_validation() {
+    let variants: [&[&str]; 3] = [
+        &["policy", "--account-id", "111122223333"],
+        &["policy", "--account-id", "111122223333", "--path", "/", "--key-id", "1234abcd-12ab", "--check"],
+        &["policy", "--account-id", "111122223333", "--path", "/a,/b/c", "--key-id", "alias/app"],
+    ];
+    for args in variants {
+        let output = qlarius_env(&moto().url).args(args).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let document = String::from_utf8(output.stdout).unwrap();
+
+        let created = moto_accepts_policy(&document);
+        assert!(created.status.success(), "{args:?}: {}", String::from_utf8_lossy(&created.stderr));
+    }
+
+    // The validator runs: a broken effect is rejected.
+    let broken = include_str!("expected/policy.json").replace("\"Allow\"", "\"Maybe\"");
+    let rejected = moto_accepts_policy(&broken);
+    assert!(!rejected.status.success());
+    assert!(String::from_utf8_lossy(&rejected.stderr).contains("MalformedPolicyDocument"));
+}
+
 // ---- help, completions, man ----
 
 #[test]
