@@ -360,6 +360,86 @@ fn put_strips_exactly_one_newline() {
     assert_eq!(stored_value(&name).0, pem);
 }
 
+/// Drives a command on a pseudo-terminal: waits for each prompt and for echo to be off
+/// before typing the matching answer, then prints everything the terminal showed.
+const PTY_DRIVER: &str = r#"
+import os, pty, signal, sys, termios, time
+signal.alarm(60)  # bounds the whole run, whatever the command does
+answers = sys.argv[1].split("|")
+pid, fd = pty.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+seen = b""
+def read():
+    global seen
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        return False
+    seen += chunk
+    return bool(chunk)
+for prompt, answer in zip([b"Value for", b"Repeat the value"], answers):
+    while prompt not in seen:
+        if not read():
+            break
+    # rpassword prints the prompt before it turns echo off; type only once it is off.
+    for _ in range(500):
+        if not termios.tcgetattr(fd)[3] & termios.ECHO:
+            break
+        time.sleep(0.01)
+    os.write(fd, answer.encode() + b"\n")
+while read():
+    pass
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(seen.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+
+fn put_on_terminal(name: &str, first: &str, second: &str) -> (i32, String) {
+    let binary = assert_cmd::cargo::cargo_bin("qlarius-env");
+    let output = std::process::Command::new(venv_bin("python"))
+        .args(["-c", PTY_DRIVER, &format!("{first}|{second}")])
+        .arg(binary)
+        .args(["put", name])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("AWS_CONFIG_FILE", "/nonexistent/config")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_ACCESS_KEY_ID", "AKIDTESTONLY")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
+        .env("AWS_REGION", REGION)
+        .env("AWS_ENDPOINT_URL", &moto().url)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn put_prompts_without_echo_on_terminal() {
+    let name = format!("{}/token", unique_path("put-tty"));
+    let (code, terminal) = put_on_terminal(&name, "CANARY-tty-3c4d", "CANARY-tty-3c4d");
+
+    assert_eq!(code, 0, "{terminal}");
+    assert!(terminal.contains(&format!("Value for {name}: ")), "{terminal}");
+    assert!(terminal.contains("Repeat the value: "), "{terminal}");
+    assert_absent(&terminal, "CANARY", "terminal");
+    assert_eq!(stored_value(&name).0, "CANARY-tty-3c4d");
+}
+
+#[test]
+fn put_rejects_differing_entries() {
+    let name = format!("{}/token", unique_path("put-tty-differ"));
+    let (code, terminal) = put_on_terminal(&name, "fake-first", "fake-second");
+
+    assert_eq!(code, 65, "{terminal}");
+    assert!(terminal.contains("the two entries differ; nothing was stored"), "{terminal}");
+}
+
 #[test]
 fn put_generate_stores_random_key() {
     let name = format!("{}/cloak-key", unique_path("put-generate"));
