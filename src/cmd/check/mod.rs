@@ -21,7 +21,7 @@ use crate::mapping;
 use crate::ssm::{self, Parameter};
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sdk_ssm::error::ProvideErrorMetadata;
-use aws_sdk_ssm::primitives::DateTimeFormat;
+use aws_sdk_ssm::primitives::{DateTime, DateTimeFormat};
 use aws_sdk_ssm::types::{ParameterMetadata, ParameterStringFilter};
 use clap::Args;
 use secrecy::ExposeSecret;
@@ -348,9 +348,10 @@ fn fill_parameters(report: &mut Report, config: &Config, metadata: Metadata, loa
             row.key_id = item.key_id.clone();
             row.version = Some(item.version);
             row.tier = item.tier.as_ref().map(|t| t.as_str().to_string());
+            // Whole seconds: the fraction AWS sends adds nothing for an operator.
             row.last_modified = item
                 .last_modified_date
-                .and_then(|d| d.fmt(DateTimeFormat::DateTime).ok());
+                .and_then(|d| DateTime::from_secs(d.secs()).fmt(DateTimeFormat::DateTime).ok());
         }
         let values = loaded
             .into_iter()
