@@ -241,13 +241,7 @@ async fn inspect(config: &Config, report: &mut Report) -> Result<(), Error> {
         return Err(error);
     }
 
-    let variables = load::select(config, paths.unwrap_or_default())?;
-    report.environment_overrides = variables
-        .iter()
-        .filter(|v| std::env::var_os(&v.name).is_some())
-        .map(|v| v.name.clone())
-        .collect();
-    Ok(())
+    load::select(config, paths.unwrap_or_default()).map(drop)
 }
 
 async fn describe_credentials(credentials: &SharedCredentialsProvider, config: &Config) -> CredentialsReport {
@@ -556,6 +550,12 @@ fn fill_mapping(report: &mut Report, config: &Config) {
             }
         }
     }
+
+    report.environment_overrides = layered
+        .keys()
+        .filter(|name| std::env::var_os(name).is_some())
+        .cloned()
+        .collect();
 
     for variable in &config.required {
         let parameter = layered.get(variable).cloned();

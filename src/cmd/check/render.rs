@@ -151,7 +151,7 @@ fn render_parameters(out: &mut String, report: &Report) {
         "decryption",
         report.decryption.detail.as_deref().unwrap_or(report.decryption.status),
     );
-    if report.ok {
+    if !report.parameters.is_empty() {
         if report.environment_overrides.is_empty() {
             line(out, "ok", "environment", "a launch would replace no variable already set here");
         } else {
