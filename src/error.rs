@@ -320,6 +320,11 @@ fn aws_hint(e: &AwsError) -> Option<String> {
              least-privilege policy that grants it",
             e.action
         )),
+        AwsErrorClass::KmsDenied if e.action == "ssm:PutParameter" => Some(
+            "the caller needs kms:Encrypt on the KMS key given with --key-id (and \
+             kms:GenerateDataKey for the advanced tier), and the key must be enabled"
+                .into(),
+        ),
         AwsErrorClass::KmsDenied => Some(format!(
             "the caller needs kms:Decrypt on the KMS key that encrypts the SecureString \
              parameters under {}; for the default key, add the IAM user as a key user of aws/ssm",

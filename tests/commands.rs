@@ -519,6 +519,22 @@ fn put_redacts_value_echoed_by_aws() {
 }
 
 #[test]
+fn put_kms_denial_names_encrypt() {
+    let fake = FakeAws::start(vec![Reply::error(
+        400,
+        "AccessDeniedException",
+        "User: arn:aws:iam::111122223333:user/ops is not authorized to perform: kms:Encrypt",
+    )]);
+    qlarius_env(&fake.url)
+        .args(["put", "/fake/token", "--key-id", "alias/app"])
+        .write_stdin("fake-token-value")
+        .assert()
+        .code(77)
+        .stderr(predicate::str::contains("hint: the caller needs kms:Encrypt"))
+        .stderr(predicate::str::contains("fake-token-value").not());
+}
+
+#[test]
 fn put_rejects_bad_input_before_sending() {
     let fake = FakeAws::start(vec![Reply::ok("{}")]);
     let cases: [(&[&str], &[u8], i32); 5] = [
