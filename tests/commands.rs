@@ -535,6 +535,18 @@ fn put_kms_denial_names_encrypt() {
 }
 
 #[test]
+fn put_value_argument_is_not_echoed() {
+    let fake = FakeAws::start(vec![Reply::ok("{}")]);
+    qlarius_env(&fake.url)
+        .args(["put", "/fake/token", "CANARY-argv-77aa"])
+        .assert()
+        .code(64)
+        .stderr(predicate::str::contains("not as an argument; nothing was stored"))
+        .stderr(predicate::str::contains("CANARY").not());
+    assert_eq!(fake.count("PutParameter"), 0);
+}
+
+#[test]
 fn put_rejects_bad_input_before_sending() {
     let fake = FakeAws::start(vec![Reply::ok("{}")]);
     let cases: [(&[&str], &[u8], i32); 5] = [

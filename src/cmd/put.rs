@@ -48,6 +48,11 @@ pub struct PutArgs {
     #[arg(value_name = "NAME")]
     pub name: String,
 
+    /// Anything after NAME. A value typed here is rejected without being printed, instead
+    /// of clap's usage error, which would repeat it.
+    #[arg(hide = true, value_name = "VALUE")]
+    pub stray: Vec<std::ffi::OsString>,
+
     /// KMS key to encrypt with: a key id, key ARN, alias name or alias ARN.
     #[arg(long, value_name = "KEY", default_value = "alias/aws/ssm")]
     pub key_id: String,
@@ -97,6 +102,13 @@ impl Tier {
 pub fn run(args: PutArgs) -> Result<(), Error> {
     // The value is in this process's memory from here on.
     let _core_limit = hardening::protect_process();
+    if !args.stray.is_empty() {
+        return Err(Error::Usage(
+            "put takes the value on standard input, not as an argument; nothing was stored. \
+             A secret typed on the command line is now in the shell history: rotate it"
+                .into(),
+        ));
+    }
     let name = ensure_parameter_name(&args.name)?;
     let config = Config::from_args(args.aws.into_selection(), process_env)?;
 
