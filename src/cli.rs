@@ -1,7 +1,7 @@
 //! The command line as the user typed it (clap types). No I/O and no checks of meaning:
 //! `config.rs` turns this into a validated configuration.
 
-use clap::{ArgAction, Args, Parser};
+use clap::{ArgAction, Args, Parser, Subcommand};
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -28,7 +28,14 @@ Examples:
 /// environment variable, and replaces itself with COMMAND, so the values exist only in
 /// that process's environment. Nothing runs unless every parameter loads.
 #[derive(Debug, Parser)]
-#[command(name = "qlarius-env", version, after_help = AFTER_HELP)]
+#[command(
+    name = "qlarius-env",
+    version,
+    after_help = AFTER_HELP,
+    override_usage = "qlarius-env [OPTIONS] -- COMMAND [ARGS]...\n       qlarius-env SUBCOMMAND [OPTIONS]",
+    subcommand_value_name = "SUBCOMMAND",
+    subcommand_help_heading = "Operator commands"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub selection: SelectionArgs,
@@ -36,14 +43,30 @@ pub struct Cli {
     #[command(flatten)]
     pub logging: LogArgs,
 
+    /// An operator command instead of a launch. A command of the same name still launches
+    /// when it follows `--`.
+    #[command(subcommand)]
+    pub subcommand: Option<Command>,
+
     /// The command to run, and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
 }
 
+/// The operator commands. Their options live beside their code in `src/cmd/`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Check(crate::cmd::check::CheckArgs),
+    Put(crate::cmd::put::PutArgs),
+    Keygen(crate::cmd::keygen::KeygenArgs),
+    Policy(crate::cmd::policy::PolicyArgs),
+    Completions(crate::cmd::completions::CompletionsArgs),
+    Man(crate::cmd::completions::ManArgs),
+}
+
 /// Which parameters to load and how to reach Parameter Store; shared by every mode that
 /// reads parameters.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct SelectionArgs {
     /// Parameter Store path to load, recursively [default: /qlarius]. Repeat to layer
     /// paths: a variable from a later path replaces one from an earlier path.
@@ -134,6 +157,20 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn subcommand_name_after_double_dash_is_a_command() {
+        let cli = Cli::try_parse_from(["qlarius-env", "--", "check", "--json"]).unwrap();
+        assert!(cli.subcommand.is_none());
+        assert_eq!(cli.command, ["check", "--json"]);
+    }
+
+    #[test]
+    fn subcommand_without_double_dash() {
+        let cli = Cli::try_parse_from(["qlarius-env", "check", "--path", "/x"]).unwrap();
+        assert!(matches!(cli.subcommand, Some(Command::Check(_))));
+        assert!(cli.command.is_empty());
     }
 
     #[test]

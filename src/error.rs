@@ -29,6 +29,8 @@ pub enum ExitCode {
     TempFail = 75,
     /// Parameter Store sent a response that could not be parsed.
     Protocol = 76,
+    /// `put` found the parameter already there and was not asked to overwrite it.
+    CantCreate = 73,
     /// Access denied, decryption denied, or credentials rejected.
     NoPermission = 77,
     /// Region or credentials are not configured.
@@ -144,6 +146,15 @@ pub enum Error {
     #[error("parameter {parameter} has a value with a NUL byte, which an environment variable cannot hold")]
     NulInValue { parameter: String },
 
+    #[error("parameter {name} already exists")]
+    ParameterExists { name: String },
+
+    #[error("invalid value: {reason}")]
+    InvalidValue { reason: String },
+
+    #[error("cannot read the value: {detail}")]
+    ReadValue { detail: String },
+
     #[error("{command}: command not found")]
     CommandNotFound { command: String },
 
@@ -199,6 +210,9 @@ impl Error {
             Error::InvalidName { .. } | Error::Collision { .. } | Error::NulInValue { .. } => {
                 ExitCode::DataError
             }
+            Error::ParameterExists { .. } => ExitCode::CantCreate,
+            Error::InvalidValue { .. } => ExitCode::DataError,
+            Error::ReadValue { .. } => ExitCode::NoInput,
             Error::CommandNotFound { .. } => ExitCode::NotFound,
             Error::CannotExecute { .. } => ExitCode::CannotExecute,
             Error::Internal(_) => ExitCode::Software,
@@ -276,6 +290,12 @@ impl Error {
                 Some("rename or delete one of the two parameters".into())
             }
             Error::NulInValue { .. } => None,
+            Error::ParameterExists { .. } => Some(
+                "pass --overwrite to store a new version; earlier versions stay in the \
+                 parameter's history"
+                    .into(),
+            ),
+            Error::InvalidValue { .. } | Error::ReadValue { .. } => None,
             Error::CommandNotFound { .. } => {
                 Some("check the command's spelling and PATH".into())
             }
@@ -290,11 +310,21 @@ impl Error {
 fn aws_hint(e: &AwsError) -> Option<String> {
     let resource = e.resource.as_deref().unwrap_or(&e.subject);
     match e.class {
-        AwsErrorClass::AccessDenied => Some(format!(
-            "the caller needs {} on {resource}; the setup guide grants it with the \
-             AmazonSSMReadOnlyAccess policy",
+        AwsErrorClass::AccessDenied if e.action == "ssm:PutParameter" => Some(format!(
+            "the caller needs {} on {resource}, and kms:Encrypt on the parameter's key \
+             for a customer managed key",
             e.action
         )),
+        AwsErrorClass::AccessDenied => Some(format!(
+            "the caller needs {} on {resource}; 'qlarius-env policy' prints a \
+             least-privilege policy that grants it",
+            e.action
+        )),
+        AwsErrorClass::KmsDenied if e.action == "ssm:PutParameter" => Some(
+            "the caller needs kms:Encrypt on the KMS key given with --key-id (and \
+             kms:GenerateDataKey for the advanced tier), and the key must be enabled"
+                .into(),
+        ),
         AwsErrorClass::KmsDenied => Some(format!(
             "the caller needs kms:Decrypt on the KMS key that encrypts the SecureString \
              parameters under {}; for the default key, add the IAM user as a key user of aws/ssm",
@@ -367,6 +397,7 @@ mod tests {
             (ExitCode::Software, 70),
             (ExitCode::TempFail, 75),
             (ExitCode::Protocol, 76),
+            (ExitCode::CantCreate, 73),
             (ExitCode::NoPermission, 77),
             (ExitCode::Config, 78),
             (ExitCode::CannotExecute, 126),

@@ -2,6 +2,7 @@
 
 mod aws;
 mod cli;
+mod cmd;
 mod config;
 mod error;
 mod exec;
@@ -12,7 +13,7 @@ mod logging;
 mod mapping;
 mod ssm;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
@@ -21,8 +22,11 @@ fn main() -> ExitCode {
     // the snapshot before anything below changes qlarius-env's own.
     let inherited: Vec<(OsString, OsString)> = std::env::vars_os().collect();
 
-    let cli = match cli::Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = cli::Cli::command()
+        .try_get_matches()
+        .and_then(|matches| cli::Cli::from_arg_matches(&matches).map(|cli| (cli, matches)));
+    let (mut cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             return if e.use_stderr() {
@@ -40,8 +44,12 @@ fn main() -> ExitCode {
     let filter = std::env::var("QLARIUS_ENV_LOG").ok();
     logging::init(cli.logging.verbose, cli.logging.quiet, filter.as_deref());
 
-    match launch::run(cli, inherited) {
-        Ok(never) => match never {},
+    let result = match cli.subcommand.take() {
+        Some(command) => cmd::run(command, &matches),
+        None => launch::run(cli, inherited).map(|never| match never {}),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", error::Report(&e));
             ExitCode::from(e.exit_code().code())
