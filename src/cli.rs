@@ -91,9 +91,39 @@ pub struct SelectionArgs {
     )]
     pub require: Vec<String>,
 
+    /// Set VAR from one named parameter: VAR=NAME, VAR=NAME:VERSION or VAR=NAME:LABEL.
+    /// Repeatable; wins over every path. A Secrets Manager secret is read as
+    /// VAR=/aws/reference/secretsmanager/SECRET. Without --path, only the maps load.
+    #[arg(
+        short,
+        long = "map",
+        value_name = "VAR=NAME",
+        env = "QLARIUS_ENV_MAP",
+        value_delimiter = ','
+    )]
+    pub maps: Vec<String>,
+
+    /// Load the version of each parameter under the paths that carries this label.
+    /// Parameters without the label are left out.
+    #[arg(long, value_name = "LABEL", env = "QLARIUS_ENV_LABEL")]
+    pub label: Option<String>,
+
+    /// Keep the case of converted names (/app/TF_VAR_type -> TF_VAR_type) instead of
+    /// upper-casing them.
+    #[arg(long, env = "QLARIUS_ENV_PRESERVE_CASE")]
+    pub preserve_case: bool,
+
+    /// Keep variables already set in the environment instead of replacing them.
+    #[arg(long, env = "QLARIUS_ENV_NO_OVERWRITE")]
+    pub no_overwrite: bool,
+
     /// Start the command even if a path holds no parameters.
     #[arg(long, env = "QLARIUS_ENV_ALLOW_EMPTY")]
     pub allow_empty: bool,
+
+    /// Fail when a loaded parameter is not a SecureString, instead of warning.
+    #[arg(long, env = "QLARIUS_ENV_REQUIRE_SECURE")]
+    pub require_secure: bool,
 
     /// AWS region [env: AWS_REGION, then AWS_DEFAULT_REGION, then the profile's region].
     #[arg(long, value_name = "REGION")]

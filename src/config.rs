@@ -38,6 +38,23 @@ impl std::fmt::Display for RegionSource {
     }
 }
 
+/// One `--map VAR=NAME[:SELECTOR]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    pub variable: String,
+    /// The name as Parameter Store takes it in GetParameters, selector included.
+    pub request: String,
+    /// The parameter's name without the selector.
+    pub name: String,
+}
+
+impl MapSpec {
+    /// Secrets Manager references must be read one at a time with GetParameter.
+    pub fn is_secrets_manager(&self) -> bool {
+        self.name.starts_with(&format!("{SECRETS_MANAGER_PREFIX}/"))
+    }
+}
+
 #[derive(Debug)]
 pub struct Config {
     /// Normalised paths: a leading `/`, no trailing `/` (except the root itself).
@@ -46,6 +63,11 @@ pub struct Config {
     /// Pairs of required variable and parameter name, used to say what is missing.
     pub known_parameters: Vec<(String, String)>,
     pub allow_empty: bool,
+    pub maps: Vec<MapSpec>,
+    pub label: Option<String>,
+    pub preserve_case: bool,
+    pub no_overwrite: bool,
+    pub require_secure: bool,
     /// `--region`, `AWS_REGION` or `AWS_DEFAULT_REGION`; the profile's region is looked up
     /// later because it needs the config files.
     pub region: Option<(String, RegionSource)>,
@@ -58,7 +80,9 @@ impl Config {
     /// Validates the selection options. `env` looks up an environment variable, so tests
     /// can pass a map instead of the process environment.
     pub fn from_args(cli: SelectionArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
-        let explicit_paths = !cli.paths.is_empty();
+        let maps = parse_maps(&cli.maps)?;
+        // With only maps, the default path stays out: the maps name what to load.
+        let explicit_paths = !cli.paths.is_empty() || !maps.is_empty();
         let raw_paths = if explicit_paths {
             cli.paths
         } else {
@@ -92,6 +116,11 @@ impl Config {
             ensure_region(region, source)?;
         }
 
+        let label = non_empty(cli.label);
+        if let Some(label) = &label {
+            ensure_label(label)?;
+        }
+
         let endpoint_url = resolve_endpoint(cli.endpoint_url, &env)?;
         let profile = non_empty(cli.profile).or_else(|| non_empty(env("AWS_PROFILE")));
 
@@ -100,6 +129,11 @@ impl Config {
             required,
             known_parameters,
             allow_empty: cli.allow_empty,
+            maps,
+            label,
+            preserve_case: cli.preserve_case,
+            no_overwrite: cli.no_overwrite,
+            require_secure: cli.require_secure,
             region,
             endpoint_url,
             profile,
@@ -128,10 +162,7 @@ pub fn normalize_path(path: &str) -> Result<String, Error> {
             "a path must start with '/'; did you mean /{path}?"
         )));
     }
-    if let Some(c) = path
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')))
-    {
+    if let Some(c) = path.chars().find(|c| !is_name_char(*c)) {
         return Err(invalid(format!(
             "{c:?} is not allowed; names contain only letters, digits and _ . - /"
         )));
@@ -151,6 +182,81 @@ pub fn normalize_path(path: &str) -> Result<String, Error> {
         ));
     }
     Ok(normalized.to_string())
+}
+
+/// Parses each `VAR=NAME[:SELECTOR]`; a variable named twice is an error.
+fn parse_maps(specs: &[String]) -> Result<Vec<MapSpec>, Error> {
+    let mut maps: Vec<MapSpec> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let invalid = |reason: &str| Error::Usage(format!("invalid --map {spec:?}: {reason}"));
+        let Some((variable, request)) = spec.split_once('=') else {
+            return Err(invalid("expected VAR=NAME, for example DB_PASSWORD=/myapp/db/password"));
+        };
+        if !is_valid_variable(variable) {
+            return Err(invalid("the variable name must match [A-Za-z_][A-Za-z0-9_]*"));
+        }
+        if maps.iter().any(|m| m.variable == variable) {
+            return Err(invalid("the variable is mapped twice"));
+        }
+
+        let map = if request.starts_with(&format!("{SECRETS_MANAGER_PREFIX}/")) {
+            // Secret names allow more characters than parameter names; AWS checks them.
+            if request.len() == SECRETS_MANAGER_PREFIX.len() + 1 || request.contains(char::is_whitespace) {
+                return Err(invalid("name the secret after /aws/reference/secretsmanager/"));
+            }
+            MapSpec {
+                variable: variable.to_string(),
+                request: request.to_string(),
+                name: request.to_string(),
+            }
+        } else {
+            let (name, selector) = match request.split_once(':') {
+                Some((name, selector)) => (name, Some(selector)),
+                None => (request, None),
+            };
+            if name.is_empty() || !name.chars().all(is_name_char) {
+                return Err(invalid(
+                    "a parameter name contains only letters, digits and _ . - /",
+                ));
+            }
+            if let Some(selector) = selector {
+                if !selector.chars().all(|c| c.is_ascii_digit()) {
+                    ensure_label(selector).map_err(|_| invalid("the selector after ':' must be a version number or a label"))?;
+                } else if selector.is_empty() || selector.starts_with('0') {
+                    return Err(invalid("a version number starts at 1"));
+                }
+            }
+            MapSpec {
+                variable: variable.to_string(),
+                request: request.to_string(),
+                name: name.to_string(),
+            }
+        };
+        maps.push(map);
+    }
+    Ok(maps)
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/')
+}
+
+/// Labels hold letters, digits, `.`, `-` and `_`, are at most 100 characters long and do
+/// not start with a digit (AWS's rules for parameter labels).
+fn ensure_label(label: &str) -> Result<(), Error> {
+    let valid = !label.is_empty()
+        && label.len() <= 100
+        && !label.starts_with(|c: char| c.is_ascii_digit())
+        && label
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "invalid label {label:?}: labels hold letters, digits, '.', '-' and '_' and do not start with a digit"
+        )))
+    }
 }
 
 fn ensure_variables(names: Vec<String>) -> Result<Vec<String>, Error> {
@@ -340,5 +446,51 @@ mod tests {
     fn endpoint_must_be_http_url() {
         let error = config(&["--endpoint-url", "localhost:4566", "--", "true"], &[]).unwrap_err();
         assert!(error.to_string().contains("invalid endpoint URL"), "{error}");
+    }
+
+    #[test]
+    fn maps_parse_names_and_selectors() {
+        let c = config(
+            &[
+                "--map", "DB=/myapp/db/password:1",
+                "--map", "LABELLED=/myapp/db/password:prod",
+                "--map", "SECRET=/aws/reference/secretsmanager/myapp/prod/db",
+                "--", "true",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.maps[0].name, "/myapp/db/password");
+        assert_eq!(c.maps[0].request, "/myapp/db/password:1");
+        assert_eq!(c.maps[1].request, "/myapp/db/password:prod");
+        assert!(c.maps[2].is_secrets_manager());
+        assert!(!c.maps[0].is_secrets_manager());
+        assert!(c.paths.is_empty(), "maps alone load no default path");
+        assert!(c.required.is_empty());
+    }
+
+    #[test]
+    fn invalid_maps_are_usage_errors() {
+        for spec in [
+            "NOEQUALS",
+            "1X=/a",
+            "X=",
+            "X=/a b",
+            "X=/a:0",
+            "X=/a:9lives",
+            "X=/aws/reference/secretsmanager/",
+        ] {
+            let error = config(&["--map", spec, "--", "true"], &[]).unwrap_err();
+            assert!(matches!(error, Error::Usage(_)), "{spec}: {error}");
+        }
+        let error = config(&["--map", "X=/a", "--map", "X=/b", "--", "true"], &[]).unwrap_err();
+        assert!(error.to_string().contains("mapped twice"), "{error}");
+    }
+
+    #[test]
+    fn label_is_checked() {
+        assert!(config(&["--label", "prod", "--", "true"], &[]).is_ok());
+        assert!(config(&["--label", "1prod", "--", "true"], &[]).is_err());
+        assert!(config(&["--label", "pr od", "--", "true"], &[]).is_err());
     }
 }

@@ -57,6 +57,7 @@ pub enum AwsErrorClass {
     ExpiredCredentials,
     ClockSkew,
     Validation,
+    NotFound,
     ServerError,
     Other,
 }
@@ -123,6 +124,18 @@ pub enum Error {
     #[error("0 parameters under {path}")]
     EmptyPath { path: String },
 
+    #[error("not SecureString, so stored unencrypted: {}", .parameters.join(", "))]
+    NotSecure { parameters: Vec<String> },
+
+    #[error("no parameters under {path} carry label {label}")]
+    NoLabelled { path: String, label: String },
+
+    #[error("parameter{} not found: {}", plural(.missing.len()), describe_missing(.missing))]
+    NamedNotFound {
+        /// Each requested name (selector included) with the variable it was mapped to.
+        missing: Vec<(String, String)>,
+    },
+
     #[error("{path} is a parameter, not a path")]
     ParameterNotPath { path: String },
 
@@ -169,6 +182,14 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
+fn describe_missing(missing: &[(String, String)]) -> String {
+    missing
+        .iter()
+        .map(|(name, variable)| format!("{name} (for {variable})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn describe_aws(e: &AwsError) -> String {
     let mut line = format!("{} {} failed", e.operation, e.subject);
     match (&e.code, e.http_status) {
@@ -199,15 +220,21 @@ impl Error {
                 AwsErrorClass::Throttled => ExitCode::TempFail,
                 AwsErrorClass::ClockSkew => ExitCode::Config,
                 AwsErrorClass::Validation => ExitCode::DataError,
+                AwsErrorClass::NotFound => ExitCode::NoInput,
                 AwsErrorClass::ServerError | AwsErrorClass::Other => ExitCode::Unavailable,
             },
             Error::Unreachable { .. } => ExitCode::Unavailable,
             Error::TimedOut { .. } => ExitCode::TempFail,
             Error::Protocol { .. } => ExitCode::Protocol,
             Error::EmptyPath { .. }
+            | Error::NoLabelled { .. }
+            | Error::NamedNotFound { .. }
             | Error::ParameterNotPath { .. }
             | Error::MissingRequired { .. } => ExitCode::NoInput,
-            Error::InvalidName { .. } | Error::Collision { .. } | Error::NulInValue { .. } => {
+            Error::InvalidName { .. }
+            | Error::Collision { .. }
+            | Error::NulInValue { .. }
+            | Error::NotSecure { .. } => {
                 ExitCode::DataError
             }
             Error::ParameterExists { .. } => ExitCode::CantCreate,
@@ -250,6 +277,21 @@ impl Error {
             Error::EmptyPath { .. } => Some(
                 "parameter names are case-sensitive: check the path's spelling and case, \
                  or pass --allow-empty if an empty path is expected"
+                    .into(),
+            ),
+            Error::NotSecure { .. } => Some(
+                "recreate each as a SecureString (qlarius-env put NAME --overwrite), or drop \
+                 --require-secure"
+                    .into(),
+            ),
+            Error::NoLabelled { .. } => Some(
+                "labels are case-sensitive; parameters without the label are left out of a \
+                 labelled load"
+                    .into(),
+            ),
+            Error::NamedNotFound { .. } => Some(
+                "parameter names are case-sensitive; check each name, and the version or \
+                 label after ':'"
                     .into(),
             ),
             Error::ParameterNotPath { path } => {
@@ -349,6 +391,10 @@ fn aws_hint(e: &AwsError) -> Option<String> {
             "AWS rejected the request's timestamp: check the system clock (NTP)".into(),
         ),
         AwsErrorClass::Validation => None,
+        AwsErrorClass::NotFound => Some(
+            "parameter names are case-sensitive; check the name, and the version or label after ':'"
+                .into(),
+        ),
         AwsErrorClass::ServerError => Some(
             "Parameter Store failed on every attempt; try again, or raise AWS_MAX_ATTEMPTS".into(),
         ),

@@ -17,14 +17,16 @@ pub struct ChildEnvironment {
 }
 
 impl ChildEnvironment {
-    /// Starts from the environment qlarius-env was given and sets each `(name, value)`,
-    /// replacing a variable of the same name in place. Returns the names it replaced.
+    /// Starts from the environment qlarius-env was given and sets each `(name, value)`.
+    /// A variable of the same name is replaced in place, or kept when `overwrite` is
+    /// false. Returns the environment and the names it replaced or kept.
     ///
     /// Values were checked for NUL bytes when they were loaded; one found here is an
     /// internal error, never a truncated value.
     pub fn build(
         inherited: &[(OsString, OsString)],
         loaded: &[(&str, &SecretString)],
+        overwrite: bool,
     ) -> Result<(ChildEnvironment, Vec<String>), Error> {
         let mut entries: Vec<Zeroizing<Vec<u8>>> = Vec::with_capacity(inherited.len() + loaded.len());
         let mut names: Vec<&[u8]> = Vec::with_capacity(inherited.len());
@@ -45,7 +47,9 @@ impl ChildEnvironment {
             let new_entry = entry(name.as_bytes(), value);
             match names.iter().position(|n| *n == name.as_bytes()) {
                 Some(index) => {
-                    entries[index] = new_entry;
+                    if overwrite {
+                        entries[index] = new_entry;
+                    }
                     replaced.push(name.to_string());
                 }
                 None => entries.push(new_entry),
@@ -177,6 +181,7 @@ mod tests {
         let (environment, replaced) = ChildEnvironment::build(
             &os(&[("A", "1"), ("CLOAK_KEY", "stale"), ("B", "2")]),
             &[("CLOAK_KEY", &secret)],
+            true,
         )
         .unwrap();
         assert_eq!(entries(&environment), ["A=1", "CLOAK_KEY=new", "B=2"]);
@@ -184,17 +189,30 @@ mod tests {
     }
 
     #[test]
+    fn no_overwrite_keeps_inherited() {
+        let secret = SecretString::from("new");
+        let (environment, kept) = ChildEnvironment::build(
+            &os(&[("CLOAK_KEY", "local"), ("B", "2")]),
+            &[("CLOAK_KEY", &secret), ("NEW", &secret)],
+            false,
+        )
+        .unwrap();
+        assert_eq!(entries(&environment), ["CLOAK_KEY=local", "B=2", "NEW=new"]);
+        assert_eq!(kept, ["CLOAK_KEY"]);
+    }
+
+    #[test]
     fn values_are_byte_exact() {
         let value = "  line1\nline2=\"q'\" $HOME é\t ";
         let secret = SecretString::from(value);
-        let (environment, _) = ChildEnvironment::build(&[], &[("V", &secret)]).unwrap();
+        let (environment, _) = ChildEnvironment::build(&[], &[("V", &secret)], true).unwrap();
         assert_eq!(entries(&environment), [format!("V={value}")]);
     }
 
     #[test]
     fn empty_value_is_kept() {
         let secret = SecretString::from("");
-        let (environment, _) = ChildEnvironment::build(&[], &[("EMPTY", &secret)]).unwrap();
+        let (environment, _) = ChildEnvironment::build(&[], &[("EMPTY", &secret)], true).unwrap();
         assert_eq!(entries(&environment), ["EMPTY="]);
     }
 }

@@ -26,11 +26,16 @@ pub fn run(cli: Cli, inherited: Vec<(OsString, OsString)>) -> Result<Infallible,
         .iter()
         .map(|v| (v.name.as_str(), &v.value))
         .collect();
-    let (environment, replaced) = ChildEnvironment::build(&inherited, &pairs)?;
-    if !replaced.is_empty() {
+    let (environment, existing) = ChildEnvironment::build(&inherited, &pairs, !config.no_overwrite)?;
+    if !existing.is_empty() && config.no_overwrite {
+        tracing::info!(
+            "keeping {} already set in the environment (--no-overwrite)",
+            existing.join(", ")
+        );
+    } else if !existing.is_empty() {
         tracing::warn!(
             "replacing {} already set in the environment with the Parameter Store value",
-            replaced.join(", ")
+            existing.join(", ")
         );
     }
 

@@ -5,7 +5,7 @@
 //! variable or a bad name is an error, never a partial set.
 
 use crate::aws;
-use crate::config::Config;
+use crate::config::{Config, MapSpec};
 use crate::error::Error;
 use crate::mapping;
 use crate::ssm::{self, Parameter};
@@ -28,6 +28,8 @@ pub struct Variable {
 pub struct Loaded {
     /// Each path with the parameters under it, in the order the paths were given.
     pub paths: Vec<(String, Vec<Parameter>)>,
+    /// Each `--map` with the parameter it names.
+    pub maps: Vec<(MapSpec, Parameter)>,
     pub requests: u32,
 }
 
@@ -42,17 +44,20 @@ pub struct LoadReport {
 pub async fn load_variables(config: &Config) -> Result<LoadReport, Error> {
     let started = Instant::now();
     let loaded = load(config).await?;
-    let variables = select(config, loaded.paths)?;
+    let requests = loaded.requests;
+    let variables = select(config, loaded)?;
+    ensure_secure(config, &variables)?;
     let report = LoadReport {
         variables,
-        requests: loaded.requests,
+        requests,
         elapsed: started.elapsed(),
     };
     log_loaded(config, &report);
     Ok(report)
 }
 
-/// Reads every configured path within the start-up budget.
+/// Reads every configured path and map within the start-up budget. The paths and the
+/// batches of named parameters are fetched concurrently; the first failure ends the load.
 pub async fn load(config: &Config) -> Result<Loaded, Error> {
     let aws = aws::configure(config).await?;
     tracing::debug!(
@@ -62,31 +67,184 @@ pub async fn load(config: &Config) -> Result<Loaded, Error> {
         "configured AWS"
     );
 
-    // What the launch is waiting for, named in the error if the budget runs out.
-    let stage = RefCell::new(String::from("AWS credentials"));
+    // What the load is waiting for, named in the error if the budget runs out.
+    let pending = Pending::default();
     let work = async {
-        let credentials = aws::resolve_credentials(&aws).await?;
+        let credentials = {
+            let _waiting = pending.start("AWS credentials".into());
+            aws::resolve_credentials(&aws).await?
+        };
         let client = ssm::client(&aws, credentials);
-        let mut paths = Vec::with_capacity(config.paths.len());
-        let mut requests = 0;
-        for path in &config.paths {
-            stage.replace(format!("GetParametersByPath {path}"));
-            let contents = ssm::get_parameters_by_path(&client, &aws, path).await?;
-            requests += contents.requests;
-            if contents.parameters.is_empty() {
-                ensure_empty_allowed(config, &client, path).await?;
+
+        let walks = config.paths.iter().map(|path| {
+            let (client, aws, pending) = (&client, &aws, &pending);
+            async move {
+                let _waiting = pending.start(format!("GetParametersByPath {path}"));
+                let contents =
+                    ssm::get_parameters_by_path(client, aws, path, config.label.as_deref()).await?;
+                if contents.parameters.is_empty() {
+                    ensure_empty_allowed(config, client, path).await?;
+                }
+                Ok::<_, Error>((path.clone(), contents))
             }
-            paths.push((path.clone(), contents.parameters));
-        }
-        Ok(Loaded { paths, requests })
+        });
+        let (walked, (maps, map_requests)) = futures_util::future::try_join(
+            futures_util::future::try_join_all(walks),
+            load_maps(config, &client, &aws, &pending),
+        )
+        .await?;
+
+        let requests = walked.iter().map(|(_, c)| c.requests).sum::<u32>() + map_requests;
+        let paths = walked
+            .into_iter()
+            .map(|(path, contents)| (path, contents.parameters))
+            .collect();
+        Ok(Loaded {
+            paths,
+            maps,
+            requests,
+        })
     };
 
     match tokio::time::timeout(config.timeout, work).await {
         Ok(result) => result,
         Err(_) => Err(Error::TimedOut {
-            waiting_on: stage.into_inner(),
+            waiting_on: pending.describe(),
             budget: config.timeout,
         }),
+    }
+}
+
+/// Reads the `--map` parameters: ordinary ones with GetParameters, ten names a request,
+/// and Secrets Manager references one at a time with GetParameter. Every name that
+/// Parameter Store reports as invalid is listed in one error.
+async fn load_maps(
+    config: &Config,
+    client: &aws_sdk_ssm::Client,
+    aws: &aws::Aws,
+    pending: &Pending,
+) -> Result<(Vec<(MapSpec, Parameter)>, u32), Error> {
+    let (references, named): (Vec<&MapSpec>, Vec<&MapSpec>) =
+        config.maps.iter().partition(|m| m.is_secrets_manager());
+
+    let batches = batch_by_name(&named);
+    let requests = batches.iter().map(|batch| async move {
+        let names: Vec<String> = batch.iter().map(|m| m.request.clone()).collect();
+        let _waiting = pending.start(format!("GetParameters {}", names.join(", ")));
+        let contents = ssm::get_parameters(client, aws, &names).await?;
+        Ok::<_, Error>((batch, contents))
+    });
+    let secrets = references.iter().map(|map| async move {
+        let _waiting = pending.start(format!("GetParameter {}", map.request));
+        let parameter = ssm::get_secret_reference(client, aws, &map.request).await?;
+        Ok::<_, Error>((map.request.clone(), parameter))
+    });
+    let (batches, secrets) = futures_util::future::try_join(
+        futures_util::future::try_join_all(requests),
+        futures_util::future::try_join_all(secrets),
+    )
+    .await?;
+
+    // Every request name, with the parameter it returned.
+    let mut found: Vec<(String, Parameter)> = Vec::with_capacity(config.maps.len());
+    let mut invalid: Vec<String> = Vec::new();
+    let mut request_count = secrets.len() as u32;
+    found.extend(secrets);
+    for (batch, contents) in batches {
+        request_count += contents.requests;
+        invalid.extend(contents.invalid);
+        for mut parameter in contents.parameters {
+            let Some(map) = batch.iter().find(|m| m.name == parameter.name) else {
+                return Err(Error::Protocol {
+                    operation: "GetParameters",
+                    subject: parameter.name,
+                    detail: "the response returned a parameter that was not requested".into(),
+                });
+            };
+            parameter.name = map.request.clone();
+            found.push((map.request.clone(), parameter));
+        }
+    }
+    if !invalid.is_empty() {
+        let missing = config
+            .maps
+            .iter()
+            .filter(|m| invalid.contains(&m.request))
+            .map(|m| (m.request.clone(), m.variable.clone()))
+            .collect();
+        return Err(Error::NamedNotFound { missing });
+    }
+
+    let mut maps = Vec::with_capacity(config.maps.len());
+    for map in &config.maps {
+        let Some((_, parameter)) = found.iter().find(|(request, _)| *request == map.request) else {
+            return Err(Error::Protocol {
+                operation: "GetParameters",
+                subject: map.request.clone(),
+                detail: "the response neither returned nor rejected this name".into(),
+            });
+        };
+        maps.push((map.clone(), parameter.duplicate()));
+    }
+    Ok((maps, request_count))
+}
+
+/// Groups the distinct requested names into GetParameters batches of at most ten, with
+/// each parameter name at most once per batch (`/a:1` and `/a:2` go to different
+/// batches), so that results can be matched by name alone.
+fn batch_by_name<'a>(maps: &[&'a MapSpec]) -> Vec<Vec<&'a MapSpec>> {
+    let mut batches: Vec<Vec<&MapSpec>> = Vec::new();
+    for map in maps {
+        let already_requested = batches.iter().flatten().any(|m| m.request == map.request);
+        if already_requested {
+            continue;
+        }
+        match batches
+            .iter_mut()
+            .find(|b| b.len() < 10 && b.iter().all(|m| m.name != map.name))
+        {
+            Some(batch) => batch.push(map),
+            None => batches.push(vec![map]),
+        }
+    }
+    batches
+}
+
+/// The operations under way, so that a timeout can say what it was waiting for.
+#[derive(Default)]
+struct Pending(RefCell<Vec<String>>);
+
+/// Removes its operation from [`Pending`] when dropped.
+struct PendingGuard<'a> {
+    pending: &'a Pending,
+    operation: String,
+}
+
+impl Pending {
+    fn start(&self, operation: String) -> PendingGuard<'_> {
+        self.0.borrow_mut().push(operation.clone());
+        PendingGuard {
+            pending: self,
+            operation,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let pending = self.0.borrow();
+        if pending.is_empty() {
+            "Parameter Store".into()
+        } else {
+            pending.join(", ")
+        }
+    }
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.pending.0.borrow_mut();
+        if let Some(index) = pending.iter().position(|o| *o == self.operation) {
+            pending.remove(index);
+        }
     }
 }
 
@@ -95,6 +253,12 @@ async fn ensure_empty_allowed(config: &Config, client: &aws_sdk_ssm::Client, pat
         tracing::warn!("0 parameters under {path}; starting anyway because of --allow-empty");
         return Ok(());
     }
+    if let Some(label) = &config.label {
+        return Err(Error::NoLabelled {
+            path: path.to_string(),
+            label: label.clone(),
+        });
+    }
     // One extra request, on the failure path only, to tell a leaf name from a typo.
     if path != "/" && ssm::is_parameter(client, path).await {
         return Err(Error::ParameterNotPath { path: path.to_string() });
@@ -102,37 +266,35 @@ async fn ensure_empty_allowed(config: &Config, client: &aws_sdk_ssm::Client, pat
     Err(Error::EmptyPath { path: path.to_string() })
 }
 
-/// Maps parameters to variables, layers the paths and checks the required variables.
+/// Maps parameters to variables, layers the paths, applies the maps and checks the
+/// required variables.
 ///
 /// Within one path two parameters that map to the same variable are an error; across
-/// paths the later path wins and the replacement is logged.
-pub fn select(config: &Config, paths: Vec<(String, Vec<Parameter>)>) -> Result<Vec<Variable>, Error> {
+/// paths the later path wins, and a map wins over every path; each replacement is logged.
+/// A path parameter that maps to a protected name (`PATH`, `LD_PRELOAD`, ...) is skipped
+/// with a warning; only an explicit map may set one.
+pub fn select(config: &Config, loaded: Loaded) -> Result<Vec<Variable>, Error> {
     let mut variables: Vec<Variable> = Vec::new();
-    for (path, parameters) in paths {
-        let names = mapping::map_path(&path, parameters.iter().map(|p| p.name.as_str()), false)?;
+    for (path, parameters) in loaded.paths {
+        let names = mapping::map_path(
+            &path,
+            parameters.iter().map(|p| p.name.as_str()),
+            config.preserve_case,
+        )?;
         let names: Vec<String> = names.into_iter().map(|(variable, _)| variable).collect();
         for (name, parameter) in names.into_iter().zip(parameters) {
-            if parameter.value.expose_secret().contains('\0') {
-                return Err(Error::NulInValue { parameter: parameter.name });
+            if mapping::is_protected(&name) {
+                tracing::warn!(
+                    "skipping {} from {}: {} is protected and only an explicit --map may set it",
+                    name, parameter.name, name
+                );
+                continue;
             }
-            let variable = Variable {
-                name,
-                parameter: parameter.name,
-                value: parameter.value,
-                kind: parameter.kind,
-                version: parameter.version,
-            };
-            match variables.iter_mut().find(|v| v.name == variable.name) {
-                Some(existing) => {
-                    tracing::info!(
-                        "{} from {} replaces the one from {}",
-                        variable.name, variable.parameter, existing.parameter
-                    );
-                    *existing = variable;
-                }
-                None => variables.push(variable),
-            }
+            add_variable(&mut variables, Variable::new(name, parameter)?);
         }
+    }
+    for (map, parameter) in loaded.maps {
+        add_variable(&mut variables, Variable::new(map.variable, parameter)?);
     }
 
     let missing: Vec<String> = config
@@ -153,6 +315,57 @@ pub fn select(config: &Config, paths: Vec<(String, Vec<Parameter>)>) -> Result<V
     Ok(variables)
 }
 
+/// Warns about, or with `--require-secure` rejects, variables whose parameter is stored
+/// unencrypted. Secrets Manager references count as encrypted.
+fn ensure_secure(config: &Config, variables: &[Variable]) -> Result<(), Error> {
+    let plain: Vec<String> = variables
+        .iter()
+        .filter(|v| v.kind != "SecureString" && !v.parameter.starts_with("/aws/reference/secretsmanager/"))
+        .map(|v| v.parameter.clone())
+        .collect();
+    if plain.is_empty() {
+        return Ok(());
+    }
+    if config.require_secure {
+        return Err(Error::NotSecure { parameters: plain });
+    }
+    tracing::warn!(
+        "not SecureString, so stored unencrypted in Parameter Store: {}",
+        plain.join(", ")
+    );
+    Ok(())
+}
+
+fn add_variable(variables: &mut Vec<Variable>, variable: Variable) {
+    match variables.iter_mut().find(|v| v.name == variable.name) {
+        Some(existing) => {
+            tracing::info!(
+                "{} from {} replaces the one from {}",
+                variable.name, variable.parameter, existing.parameter
+            );
+            *existing = variable;
+        }
+        None => variables.push(variable),
+    }
+}
+
+impl Variable {
+    /// Takes a loaded parameter as the value of `name`; a NUL byte cannot be part of an
+    /// environment variable and is an error naming the parameter.
+    fn new(name: String, parameter: Parameter) -> Result<Variable, Error> {
+        if parameter.value.expose_secret().contains('\0') {
+            return Err(Error::NulInValue { parameter: parameter.name });
+        }
+        Ok(Variable {
+            name,
+            parameter: parameter.name,
+            value: parameter.value,
+            kind: parameter.kind,
+            version: parameter.version,
+        })
+    }
+}
+
 fn log_loaded(config: &Config, report: &LoadReport) {
     let (variables, requests) = (&report.variables, report.requests);
     let names: Vec<&str> = variables.iter().map(|v| v.name.as_str()).collect();
@@ -160,10 +373,54 @@ fn log_loaded(config: &Config, report: &LoadReport) {
         "loaded {} variable{} from {} in {} ms ({} request{}): {}",
         variables.len(),
         if variables.len() == 1 { "" } else { "s" },
-        config.paths.join(", "),
+        sources(config),
         report.elapsed.as_millis(),
         requests,
         if requests == 1 { "" } else { "s" },
         names.join(", ")
     );
+}
+
+/// Names what was loaded for the start-up line: the paths, then `N maps`.
+fn sources(config: &Config) -> String {
+    let mut parts = config.paths.clone();
+    match config.maps.len() {
+        0 => {}
+        1 => parts.push("1 map".into()),
+        n => parts.push(format!("{n} maps")),
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(variable: &str, request: &str) -> MapSpec {
+        MapSpec {
+            variable: variable.into(),
+            request: request.into(),
+            name: request.split(':').next().unwrap().into(),
+        }
+    }
+
+    #[test]
+    fn batches_hold_ten_distinct_names() {
+        let maps: Vec<MapSpec> = (0..23).map(|i| map(&format!("V{i}"), &format!("/p/k{i}"))).collect();
+        let refs: Vec<&MapSpec> = maps.iter().collect();
+        let sizes: Vec<usize> = batch_by_name(&refs).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [10, 10, 3]);
+    }
+
+    #[test]
+    fn same_name_with_two_selectors_splits() {
+        let maps = [map("A", "/p/x:1"), map("B", "/p/x:2"), map("C", "/p/y"), map("D", "/p/x:1")];
+        let refs: Vec<&MapSpec> = maps.iter().collect();
+        let batches = batch_by_name(&refs);
+        let requests: Vec<Vec<&str>> = batches
+            .iter()
+            .map(|b| b.iter().map(|m| m.request.as_str()).collect())
+            .collect();
+        assert_eq!(requests, [vec!["/p/x:1", "/p/y"], vec!["/p/x:2"]]);
+    }
 }

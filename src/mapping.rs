@@ -53,6 +53,22 @@ pub fn is_valid_variable(name: &str) -> bool {
     chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Variables that decide how programs are found, loaded and run. A parameter loaded by
+/// path never sets one, so that `/app/path` or `/app/ld-preload` cannot take over the
+/// command; an explicit `--map` still can.
+const PROTECTED: [&str; 11] = [
+    "PATH", "HOME", "SHELL", "USER", "LOGNAME", "PWD", "IFS", "ENV", "BASH_ENV", "CDPATH",
+    "TMPDIR",
+];
+const PROTECTED_PREFIXES: [&str; 2] = ["LD_", "DYLD_"];
+
+/// Tells whether a path parameter may not set `name`; compared without case, because
+/// `--preserve-case` can produce `Path` or `ld_preload`.
+pub fn is_protected(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    PROTECTED.contains(&upper.as_str()) || PROTECTED_PREFIXES.iter().any(|p| upper.starts_with(p))
+}
+
 /// Maps every parameter name under one path to its variable, in the order given.
 ///
 /// Two parameters that map to the same variable are an error naming both, because SSM
@@ -171,5 +187,15 @@ mod tests {
         let first = map_path("/p", names, false).unwrap();
         let second = map_path("/p", names, false).unwrap();
         assert_eq!(first, second);
+    }
+
+    #[test]
+    fn protected_names() {
+        for name in ["PATH", "Path", "LD_PRELOAD", "ld_library_path", "DYLD_INSERT_LIBRARIES", "HOME"] {
+            assert!(is_protected(name), "{name}");
+        }
+        for name in ["PATHS", "CLOAK_KEY", "OLD_PATH", "LDAP_URL"] {
+            assert!(!is_protected(name), "{name}");
+        }
     }
 }

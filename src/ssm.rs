@@ -4,6 +4,7 @@ use crate::aws::Aws;
 use crate::error::{AwsError, AwsErrorClass, Error};
 use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_ssm::Client;
+use aws_sdk_ssm::types::ParameterStringFilter;
 use aws_sdk_ssm::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ssm::operation::RequestId;
 use secrecy::{ExposeSecret, SecretString};
@@ -16,6 +17,18 @@ pub struct Parameter {
     /// `String`, `StringList` or `SecureString`.
     pub kind: String,
     pub version: i64,
+}
+
+impl Parameter {
+    /// Copies the parameter, for a value that two `--map`s name.
+    pub fn duplicate(&self) -> Parameter {
+        Parameter {
+            name: self.name.clone(),
+            value: SecretString::from(self.value.expose_secret().to_owned()),
+            kind: self.kind.clone(),
+            version: self.version,
+        }
+    }
 }
 
 /// Builds the Parameter Store client with credentials already resolved.
@@ -38,7 +51,15 @@ pub struct PathContents {
 /// Reads every parameter under `path`, recursively and decrypted, following `NextToken`
 /// to the end. A page may be short or even empty while a token remains, so only a missing
 /// token ends the walk.
-pub async fn get_parameters_by_path(client: &Client, aws: &Aws, path: &str) -> Result<PathContents, Error> {
+///
+/// With `label`, Parameter Store returns the labelled version of each parameter and leaves
+/// out parameters that carry no such label.
+pub async fn get_parameters_by_path(
+    client: &Client,
+    aws: &Aws,
+    path: &str,
+    label: Option<&str>,
+) -> Result<PathContents, Error> {
     let mut parameters = Vec::new();
     let mut requests = 0;
     let mut next_token: Option<String> = None;
@@ -51,6 +72,7 @@ pub async fn get_parameters_by_path(client: &Client, aws: &Aws, path: &str) -> R
             .recursive(true)
             .with_decryption(true)
             .max_results(10)
+            .set_parameter_filters(label.map(label_filter))
             .set_next_token(next_token.take())
             .send()
             .await;
@@ -59,20 +81,8 @@ pub async fn get_parameters_by_path(client: &Client, aws: &Aws, path: &str) -> R
             classify(e, "GetParametersByPath", "ssm:GetParametersByPath", path, aws, &parameters)
         })?;
 
-        for mut parameter in page.parameters.unwrap_or_default() {
-            let name = parameter.name.take().unwrap_or_default();
-            let Some(value) = parameter.value.take() else {
-                return Err(protocol_error(path, format!("parameter {name} has no value")));
-            };
-            parameters.push(Parameter {
-                name,
-                value: SecretString::from(value),
-                kind: parameter
-                    .r#type
-                    .map(|t| t.as_str().to_string())
-                    .unwrap_or_else(|| "String".into()),
-                version: parameter.version,
-            });
+        for parameter in page.parameters.unwrap_or_default() {
+            parameters.push(take_parameter(parameter, "GetParametersByPath", path)?);
         }
 
         match page.next_token {
@@ -90,6 +100,103 @@ pub async fn get_parameters_by_path(client: &Client, aws: &Aws, path: &str) -> R
         parameters,
         requests,
     })
+}
+
+fn label_filter(label: &str) -> Vec<ParameterStringFilter> {
+    vec![
+        ParameterStringFilter::builder()
+            .key("Label")
+            .option("Equals")
+            .values(label)
+            .build()
+            .expect("key is set"),
+    ]
+}
+
+/// Moves the value out of an SDK parameter into a secret, so no plain copy outlives it.
+fn take_parameter(
+    mut parameter: aws_sdk_ssm::types::Parameter,
+    operation: &'static str,
+    subject: &str,
+) -> Result<Parameter, Error> {
+    let name = parameter.name.take().unwrap_or_default();
+    let Some(value) = parameter.value.take() else {
+        return Err(Error::Protocol {
+            operation,
+            subject: subject.to_string(),
+            detail: format!("parameter {name} has no value"),
+        });
+    };
+    Ok(Parameter {
+        name,
+        value: SecretString::from(value),
+        kind: parameter
+            .r#type
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_else(|| "String".into()),
+        version: parameter.version,
+    })
+}
+
+/// Parameters read by name, and the names Parameter Store reported as invalid.
+pub struct NamedContents {
+    pub parameters: Vec<Parameter>,
+    pub invalid: Vec<String>,
+    pub requests: u32,
+}
+
+/// Reads up to ten named parameters, selectors included, in one decrypted GetParameters
+/// request. Returned names have no selector: AWS reports it in a separate field that
+/// emulators leave out, so callers send each name at most once per request and match the
+/// results by name.
+pub async fn get_parameters(client: &Client, aws: &Aws, names: &[String]) -> Result<NamedContents, Error> {
+    debug_assert!(names.len() <= 10, "GetParameters takes at most 10 names");
+    let subject = names.join(", ");
+    let output = client
+        .get_parameters()
+        .set_names(Some(names.to_vec()))
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| classify(e, "GetParameters", "ssm:GetParameters", &subject, aws, &[]))?;
+    let mut parameters = Vec::new();
+    for parameter in output.parameters.unwrap_or_default() {
+        parameters.push(take_parameter(parameter, "GetParameters", &subject)?);
+    }
+    Ok(NamedContents {
+        parameters,
+        invalid: output.invalid_parameters.unwrap_or_default(),
+        requests: 1,
+    })
+}
+
+/// Reads one Secrets Manager secret through its Parameter Store reference. AWS requires
+/// decryption for references, and GetParametersByPath does not list them.
+pub async fn get_secret_reference(client: &Client, aws: &Aws, reference: &str) -> Result<Parameter, Error> {
+    let output = client
+        .get_parameter()
+        .name(reference)
+        .with_decryption(true)
+        .send()
+        .await
+        .map_err(|e| {
+            classify(
+                e,
+                "GetParameter",
+                "ssm:GetParameter and secretsmanager:GetSecretValue",
+                reference,
+                aws,
+                &[],
+            )
+        })?;
+    let parameter = output.parameter.ok_or_else(|| Error::Protocol {
+        operation: "GetParameter",
+        subject: reference.to_string(),
+        detail: "the response holds no parameter".into(),
+    })?;
+    let mut parameter = take_parameter(parameter, "GetParameter", reference)?;
+    parameter.name = reference.to_string();
+    Ok(parameter)
 }
 
 /// Asks whether `name` is a single parameter, without decrypting it. Used only to explain
@@ -198,7 +305,7 @@ where
                 .map(str::to_string)
                 .or_else(|| context.raw().headers().get("x-amzn-requestid").map(str::to_string));
             let class = class_of(code.as_deref(), message.as_deref(), status);
-            let resource = Some(format!(
+            let resource = (!subject.contains(", ")).then(|| format!(
                 "arn:aws:ssm:{}:*:parameter{}{}",
                 aws.region,
                 if subject == "/" { "" } else { subject },
@@ -247,6 +354,7 @@ fn class_of(code: Option<&str>, message: Option<&str>, status: u16) -> AwsErrorC
         | "SignatureDoesNotMatch" | "IncompleteSignature" | "MissingAuthenticationToken" => {
             AwsErrorClass::InvalidCredentials
         }
+        "ParameterNotFound" | "ParameterVersionNotFound" => AwsErrorClass::NotFound,
         "ValidationException" | "InvalidFilterKey" | "InvalidFilterOption"
         | "InvalidFilterValue" | "InvalidNextToken" => AwsErrorClass::Validation,
         _ if status >= 500 => AwsErrorClass::ServerError,

@@ -220,9 +220,9 @@ async fn inspect(config: &Config, report: &mut Report) -> Result<(), Error> {
     let mut metadata = describe_paths(config, &aws, &client).await;
     let loaded = load::load(config).await;
 
-    let (paths, load_error) = match loaded {
-        Ok(loaded) => (Some(loaded.paths), None),
-        Err(error) => (None, Some(error)),
+    let (paths, maps, load_error) = match loaded {
+        Ok(loaded) => (Some(loaded.paths), loaded.maps, None),
+        Err(error) => (None, Vec::new(), Some(error)),
     };
     if let (Err(detail), Some(_)) = (&metadata, &load_error) {
         // Neither call listed the parameters: list them without decrypting, so the report
@@ -241,7 +241,12 @@ async fn inspect(config: &Config, report: &mut Report) -> Result<(), Error> {
         return Err(error);
     }
 
-    load::select(config, paths.unwrap_or_default()).map(drop)
+    let loaded = load::Loaded {
+        paths: paths.unwrap_or_default(),
+        maps,
+        requests: 0,
+    };
+    load::select(config, loaded).map(drop)
 }
 
 async fn describe_credentials(credentials: &SharedCredentialsProvider, config: &Config) -> CredentialsReport {
@@ -522,7 +527,7 @@ fn fill_mapping(report: &mut Report, config: &Config) {
     for path in &config.paths {
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for row in report.parameters.iter_mut().filter(|r| &r.path == path) {
-            match mapping::variable_name(path, &row.name, false) {
+            match mapping::variable_name(path, &row.name, config.preserve_case) {
                 Ok(variable) => {
                     row.variable = Some(variable.clone());
                     groups.entry(variable).or_default().push(row.name.clone());
