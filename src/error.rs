@@ -4,6 +4,7 @@
 //! outside (AWS error messages, parameter names) passes through [`sanitize`] before it
 //! reaches a terminal.
 
+use secrecy::{ExposeSecret, SecretString};
 use std::fmt;
 use std::time::Duration;
 
@@ -400,6 +401,20 @@ fn aws_hint(e: &AwsError) -> Option<String> {
         ),
         AwsErrorClass::Other => None,
     }
+}
+
+/// Replaces every occurrence of a value of four characters or more in `text` with
+/// `[redacted]`. Shorter values are left alone: they would mangle ordinary words and are
+/// not secrets anyway.
+pub fn redact<'a>(text: &str, values: impl IntoIterator<Item = &'a SecretString>) -> String {
+    let mut text = text.to_string();
+    for value in values {
+        let value = value.expose_secret();
+        if value.len() >= 4 && text.contains(value) {
+            text = text.replace(value, "[redacted]");
+        }
+    }
+    text
 }
 
 /// Replaces control characters in untrusted text with escapes, so that a hostile or

@@ -215,4 +215,22 @@ mod tests {
         let (environment, _) = ChildEnvironment::build(&[], &[("EMPTY", &secret)], true).unwrap();
         assert_eq!(entries(&environment), ["EMPTY="]);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Every value without a NUL byte reaches the environment byte for byte.
+            #[test]
+            fn values_without_nul_are_exact(value in "[^\u{0}]{0,300}") {
+                let secret = SecretString::from(value.clone());
+                let (environment, _) = ChildEnvironment::build(&[], &[("V", &secret)], true).unwrap();
+                let entries = environment.as_c_strings();
+                prop_assert_eq!(entries.len(), 1);
+                let expected = format!("V={value}");
+                prop_assert_eq!(entries[0].to_bytes(), expected.as_bytes());
+            }
+        }
+    }
 }

@@ -43,9 +43,18 @@ pub fn run(cli: Cli, inherited: Vec<(OsString, OsString)>) -> Result<Infallible,
         .iter()
         .find(|(name, _)| name == "PATH")
         .map(|(_, value)| value.as_os_str());
-    tracing::debug!(command = ?cli.command, "executing");
+    tracing::debug!(command = ?redacted(&cli.command, &report.variables), "executing");
     core_limit.restore();
     Err(exec::exec(&cli.command, &environment, search_path))
+}
+
+/// The command line for the log, with any loaded value that was also passed as an
+/// argument replaced.
+fn redacted(command: &[OsString], variables: &[load::Variable]) -> Vec<String> {
+    command
+        .iter()
+        .map(|arg| crate::error::redact(&arg.to_string_lossy(), variables.iter().map(|v| &v.value)))
+        .collect()
 }
 
 /// Runs a future on a single-threaded runtime: one launch makes a handful of requests,

@@ -198,4 +198,42 @@ mod tests {
             assert!(!is_protected(name), "{name}");
         }
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any name Parameter Store accepts maps to a valid variable or to an
+            /// InvalidName error, never a panic, and the same way every time.
+            #[test]
+            fn mapping_is_total_and_deterministic(
+                path in "/[a-zA-Z0-9_.-]{1,12}(/[a-zA-Z0-9_.-]{1,12}){0,2}",
+                rest in "[a-zA-Z0-9_.-]{1,16}(/[a-zA-Z0-9_.-]{1,16}){0,3}",
+                preserve_case in any::<bool>(),
+            ) {
+                let parameter = format!("{path}/{rest}");
+                let first = variable_name(&path, &parameter, preserve_case);
+                let second = variable_name(&path, &parameter, preserve_case);
+                match (&first, &second) {
+                    (Ok(a), Ok(b)) => {
+                        prop_assert_eq!(a, b);
+                        prop_assert!(is_valid_variable(a));
+                        if !preserve_case {
+                            prop_assert!(!a.chars().any(|c| c.is_ascii_lowercase()));
+                        }
+                    }
+                    (Err(Error::InvalidName { .. }), Err(Error::InvalidName { .. })) => {}
+                    other => prop_assert!(false, "unexpected result {:?}", other),
+                }
+            }
+
+            /// Arbitrary text, even outside Parameter Store's alphabet, never panics.
+            #[test]
+            fn mapping_never_panics(path in ".{0,20}", parameter in ".{0,40}") {
+                let _ = variable_name(&path, &parameter, false);
+                let _ = map_path(&path, [parameter.as_str()], true);
+            }
+        }
+    }
 }

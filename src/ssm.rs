@@ -363,17 +363,8 @@ fn class_of(code: Option<&str>, message: Option<&str>, status: u16) -> AwsErrorC
     }
 }
 
-/// Replaces every loaded value of four characters or more that occurs in `text`. Shorter
-/// values are left alone: they would mangle ordinary words and are not secrets anyway.
 fn redact(text: &str, loaded: &[Parameter]) -> String {
-    let mut text = text.to_string();
-    for parameter in loaded {
-        let value = parameter.value.expose_secret();
-        if value.len() >= 4 && text.contains(value) {
-            text = text.replace(value, "[redacted]");
-        }
-    }
-    text
+    crate::error::redact(text, loaded.iter().map(|p| &p.value))
 }
 
 #[cfg(test)]

@@ -202,21 +202,28 @@ pub fn qlarius_parameters(prefix: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-/// A qlarius-env command with an environment that holds only what a test sets: static
-/// fake credentials, a region, the endpoint, and no path to real AWS or instance metadata.
+/// The whole environment a test gives qlarius-env: static fake credentials, a region,
+/// the endpoint, and no path to real AWS, profile files or instance metadata.
+pub fn base_env(endpoint: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PATH", std::env::var("PATH").unwrap_or_default()),
+        ("HOME", "/nonexistent".into()),
+        ("AWS_CONFIG_FILE", "/nonexistent/config".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("AWS_ACCESS_KEY_ID", "AKIDTESTONLY".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test-secret-key".into()),
+        ("AWS_REGION", REGION.into()),
+        ("AWS_ENDPOINT_URL", endpoint.into()),
+    ]
+}
+
+/// A qlarius-env command whose environment is exactly [`base_env`].
 pub fn qlarius_env(endpoint: &str) -> Command {
     let mut command = Command::cargo_bin("qlarius-env").unwrap();
     command
         .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", "/nonexistent")
-        .env("AWS_CONFIG_FILE", "/nonexistent/config")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_ACCESS_KEY_ID", "AKIDTESTONLY")
-        .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
-        .env("AWS_REGION", REGION)
-        .env("AWS_ENDPOINT_URL", endpoint)
+        .envs(base_env(endpoint))
         .timeout(Duration::from_secs(120));
     command
 }
