@@ -26,6 +26,8 @@ pub enum Reply {
     Close,
     /// Sends the status line and headers of a 200 with a body shorter than announced.
     Truncated,
+    /// Answers a GetParameters request with every requested name, valued `value`.
+    EchoNames { value: String },
 }
 
 impl Reply {
@@ -97,13 +99,17 @@ fn serve(stream: TcpStream, recorded: &Mutex<Vec<Request>>, script: &Mutex<(Vec<
     let mut writer = stream;
     loop {
         let Some(request) = read_request(&mut reader) else { return };
-        recorded.lock().unwrap().push(request);
+        recorded.lock().unwrap().push(request.clone());
         let reply = {
             let mut guard = script.lock().unwrap();
             let (replies, next) = &mut *guard;
             let reply = replies[(*next).min(replies.len() - 1)].clone();
             *next += 1;
             reply
+        };
+        let reply = match reply {
+            Reply::EchoNames { value } => echo_names(&request.body, &value),
+            other => other,
         };
         if !send(&mut writer, reply) {
             return;
@@ -130,7 +136,7 @@ fn send(writer: &mut TcpStream, reply: Reply) -> bool {
             std::thread::sleep(STALL_LIMIT);
             false
         }
-        Reply::Close => false,
+        Reply::Close | Reply::EchoNames { .. } => false,
         Reply::Truncated => {
             let _ = writer.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 500\r\n\r\n{\"Parameters\": [{\"Name\"",
@@ -165,6 +171,17 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     reader.read_exact(&mut body).ok()?;
     let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
     Some(Request { target, body })
+}
+
+fn echo_names(request: &serde_json::Value, value: &str) -> Reply {
+    let parameters: Vec<serde_json::Value> = request["Names"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|name| serde_json::json!({"Name": name, "Value": value, "Type": "SecureString", "Version": 1}))
+        .collect();
+    Reply::ok(serde_json::json!({"Parameters": parameters, "InvalidParameters": []}).to_string())
 }
 
 /// A GetParametersByPath page body with the given `(name, value)` pairs.
