@@ -15,11 +15,12 @@ Exit codes, before the command starts (after it starts, every code is the comman
    66  required parameter missing     77  access, decryption or credentials denied
    69  Parameter Store unreachable    78  region or credentials not configured
    70  internal error                126  command cannot be executed
-                                     127  command not found
+   73  put: parameter exists         127  command not found
 
 Examples:
    qlarius-env -- mix phx.server
    qlarius-env --path /myapp/prod --require DATABASE_URL -- ./server
+   qlarius-env --path /myapp/common --path /myapp/prod --map DB=/shared/db:3 -- ./server
    AWS_ENDPOINT_URL=http://127.0.0.1:5000 qlarius-env -- env";
 
 /// Launch a command with its secrets from AWS Systems Manager Parameter Store.

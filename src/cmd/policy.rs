@@ -13,7 +13,7 @@
 
 use super::{AwsArgs, identity, process_env, write_stdout};
 use crate::aws;
-use crate::config::Config;
+use crate::config::{Config, MapSpec};
 use crate::error::Error;
 use crate::launch::block_on;
 use clap::Args;
@@ -53,6 +53,18 @@ pub struct PolicyArgs {
     )]
     pub paths: Vec<String>,
 
+    /// A `--map VAR=NAME` the launch uses, as for a launch: adds ssm:GetParameters on that
+    /// parameter, or for a Secrets Manager reference ssm:GetParameter and
+    /// secretsmanager:GetSecretValue on that secret. Repeatable.
+    #[arg(
+        short,
+        long = "map",
+        value_name = "VAR=NAME",
+        env = "QLARIUS_ENV_MAP",
+        value_delimiter = ','
+    )]
+    pub maps: Vec<String>,
+
     /// AWS account id (12 digits) that owns the parameters [default: the account of the
     /// current credentials].
     #[arg(long, value_name = "ID", value_parser = parse_account_id)]
@@ -76,6 +88,7 @@ pub fn run(args: PolicyArgs) -> Result<(), Error> {
     let key = parse_key(&args.key_id)?;
     let mut selection = args.aws.into_selection();
     selection.paths = args.paths;
+    selection.maps = args.maps;
     let config = Config::from_args(selection, process_env)?;
 
     let (region, account) = block_on(async {
@@ -99,6 +112,7 @@ pub fn run(args: PolicyArgs) -> Result<(), Error> {
 
     let policy = build_policy(&PolicyInput {
         paths: &config.paths,
+        maps: &config.maps,
         region: &region,
         account: &account,
         key: &key,
@@ -155,6 +169,7 @@ fn parse_account_id(text: &str) -> Result<String, String> {
 pub struct PolicyInput<'a> {
     /// Normalised paths, as in `Config`.
     pub paths: &'a [String],
+    pub maps: &'a [MapSpec],
     pub region: &'a str,
     pub account: &'a str,
     pub key: &'a Key,
@@ -191,27 +206,63 @@ pub fn build_policy(input: &PolicyInput<'_>) -> Value {
         Key::Alias(_) => key_arn("*"),
     };
 
-    let mut statements = vec![
-        json!({
+    // Named parameters are read with GetParameters; Secrets Manager references with
+    // GetParameter, which also needs the secret itself. A secret's ARN ends in a random
+    // six-character suffix, hence the "-??????".
+    let mut references = Vec::new();
+    let mut secrets = Vec::new();
+    for map in input.maps {
+        if map.is_secrets_manager() {
+            push_unique(&mut references, parameter_arn(&map.name));
+            let secret = map.name.trim_start_matches("/aws/reference/secretsmanager/");
+            push_unique(
+                &mut secrets,
+                format!("arn:{partition}:secretsmanager:{}:{}:secret:{secret}-??????", input.region, input.account),
+            );
+        } else {
+            let name = if map.name.starts_with('/') { map.name.clone() } else { format!("/{}", map.name) };
+            push_unique(&mut below, parameter_arn(&name));
+        }
+    }
+
+    let mut statements = Vec::new();
+    if !by_path.is_empty() {
+        statements.push(json!({
             "Sid": "ReadParametersByPath",
             "Effect": "Allow",
             "Action": "ssm:GetParametersByPath",
             "Resource": by_path,
-        }),
-        json!({
+        }));
+    }
+    if !below.is_empty() {
+        statements.push(json!({
             "Sid": "ReadParametersBelowPaths",
             "Effect": "Allow",
             "Action": "ssm:GetParameters",
             "Resource": below,
-        }),
-        json!({
-            "Sid": "DecryptThroughParameterStore",
+        }));
+    }
+    if !references.is_empty() {
+        statements.push(json!({
+            "Sid": "ReadSecretsManagerReferences",
             "Effect": "Allow",
-            "Action": "kms:Decrypt",
-            "Resource": key_resource,
-            "Condition": { "StringEquals": via_ssm },
-        }),
-    ];
+            "Action": "ssm:GetParameter",
+            "Resource": references,
+        }));
+        statements.push(json!({
+            "Sid": "ReadReferencedSecrets",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": secrets,
+        }));
+    }
+    statements.push(json!({
+        "Sid": "DecryptThroughParameterStore",
+        "Effect": "Allow",
+        "Action": "kms:Decrypt",
+        "Resource": key_resource,
+        "Condition": { "StringEquals": via_ssm },
+    }));
     if input.check {
         statements.push(json!({
             "Sid": "DescribeParametersForCheck",
@@ -272,6 +323,7 @@ mod tests {
     fn root_path_has_no_double_slash() {
         let policy = build_policy(&PolicyInput {
             paths: &["/".to_string()],
+            maps: &[],
             region: "us-east-1",
             account: "111122223333",
             key: &Key::Id("k".into()),
@@ -287,5 +339,50 @@ mod tests {
         assert_eq!(partition("cn-north-1"), "aws-cn");
         assert_eq!(partition("us-gov-west-1"), "aws-us-gov");
         assert_eq!(partition("eu-west-1"), "aws");
+    }
+
+    #[test]
+    fn maps_add_their_own_resources() {
+        let maps = [
+            MapSpec {
+                variable: "DB".into(),
+                request: "/other/db:3".into(),
+                name: "/other/db".into(),
+            },
+            MapSpec {
+                variable: "SECRET".into(),
+                request: "/aws/reference/secretsmanager/myapp/prod/db".into(),
+                name: "/aws/reference/secretsmanager/myapp/prod/db".into(),
+            },
+        ];
+        let policy = build_policy(&PolicyInput {
+            paths: &[],
+            maps: &maps,
+            region: "us-east-1",
+            account: "111122223333",
+            key: &Key::Alias("alias/aws/ssm".into()),
+            check: false,
+        });
+        let sids: Vec<&str> = policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["Sid"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            sids,
+            [
+                "ReadParametersBelowPaths",
+                "ReadSecretsManagerReferences",
+                "ReadReferencedSecrets",
+                "DecryptThroughParameterStore"
+            ]
+        );
+        let text = policy.to_string();
+        assert!(text.contains("arn:aws:ssm:us-east-1:111122223333:parameter/other/db\""), "{text}");
+        assert!(
+            text.contains("arn:aws:secretsmanager:us-east-1:111122223333:secret:myapp/prod/db-??????"),
+            "{text}"
+        );
     }
 }
