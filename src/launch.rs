@@ -48,8 +48,8 @@ pub fn run(cli: Cli, inherited: Vec<(OsString, OsString)>) -> Result<Infallible,
     Err(exec::exec(&cli.command, &environment, search_path))
 }
 
-/// The command line for the log, with any loaded value that was also passed as an
-/// argument replaced.
+/// Returns the command line for the log, with any loaded value that was also passed as
+/// an argument replaced.
 fn redacted(command: &[OsString], variables: &[load::Variable]) -> Vec<String> {
     command
         .iter()

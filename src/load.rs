@@ -269,8 +269,8 @@ async fn ensure_empty_allowed(config: &Config, client: &aws_sdk_ssm::Client, pat
 /// Maps parameters to variables, layers the paths, applies the maps and checks the
 /// required variables.
 ///
-/// Within one path two parameters that map to the same variable are an error; across
-/// paths the later path wins, and a map wins over every path; each replacement is logged.
+/// Within one path, two parameters that map to the same variable are an error. Across
+/// paths the later path wins, and a map wins over every path. Each replacement is logged.
 /// A path parameter that maps to a protected name (`PATH`, `LD_PRELOAD`, ...) is skipped
 /// with a warning; only an explicit map may set one.
 pub fn select(config: &Config, loaded: Loaded) -> Result<Vec<Variable>, Error> {
@@ -350,8 +350,8 @@ fn add_variable(variables: &mut Vec<Variable>, variable: Variable) {
 }
 
 impl Variable {
-    /// Takes a loaded parameter as the value of `name`; a NUL byte cannot be part of an
-    /// environment variable and is an error naming the parameter.
+    /// Takes a loaded parameter as the value of `name`. A NUL byte cannot be part of an
+    /// environment variable, so it is an error naming the parameter.
     fn new(name: String, parameter: Parameter) -> Result<Variable, Error> {
         if parameter.value.expose_secret().contains('\0') {
             return Err(Error::NulInValue { parameter: parameter.name });

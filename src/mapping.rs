@@ -2,7 +2,7 @@
 //!
 //! The rule: strip the path and the `/` after it, turn `/`, `-` and `.` into `_`, and
 //! upper-case ASCII letters (unless case is preserved). The result must match
-//! `^[A-Z_][A-Z0-9_]*$` (`^[A-Za-z_][A-Za-z0-9_]*$` with case preserved); anything else,
+//! `^[A-Z_][A-Z0-9_]*$`, or `^[A-Za-z_][A-Za-z0-9_]*$` with case preserved. Anything else,
 //! such as a leading digit, is an error naming the parameter, never a silent rename.
 
 use crate::error::Error;

@@ -9,7 +9,7 @@ use common::fake::{FakeAws, Reply, page};
 use common::*;
 use std::process::Output;
 
-/// A value no log line or message could contain by accident.
+/// Returns a value that no log line or message could contain by accident.
 fn canary(tag: &str) -> String {
     format!("canary-{tag}-{}-5f0c2e91d7a4", std::process::id())
 }

@@ -23,9 +23,9 @@ fn printenv(mut command: assert_cmd::Command, args: &[&str], name: &str) -> Vec<
 
 #[test]
 fn label_selects_labelled_versions() {
-    // moto applies a label filter only to each parameter's latest version, where AWS
-    // returns the labelled version; so label the latest version here, and check the
-    // older-version case against the fake endpoint below.
+    // moto applies a label filter only to each parameter's latest version, whereas AWS
+    // returns the labelled version. So this test labels the latest version, and the
+    // older-version case is checked against the fake endpoint below.
     let path = unique_path("label");
     versioned(&path);
     label_version(&format!("{path}/db/password"), 2, "current");
