@@ -1,7 +1,8 @@
 //! The command line as the user typed it (clap types). No I/O and no checks of meaning:
 //! `config.rs` turns this into a validated configuration.
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
+use nix::sys::signal::Signal;
 use std::ffi::OsString;
 use std::time::Duration;
 
@@ -48,6 +49,9 @@ pub struct Cli {
     /// when it follows `--`.
     #[command(subcommand)]
     pub subcommand: Option<Command>,
+
+    #[command(flatten)]
+    pub supervise: SuperviseArgs,
 
     /// The command to run, and its arguments, after `--`.
     #[arg(last = true, value_name = "COMMAND")]
@@ -163,6 +167,100 @@ pub struct LogArgs {
     pub quiet: u8,
 }
 
+/// Supervising instead of exec: init duties, and applying changes from Parameter Store.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Supervising (instead of replacing itself with the command)")]
+#[command(group(ArgGroup::new("supervisor").args(["init", "watch"]).multiple(true)))]
+pub struct SuperviseArgs {
+    /// Start the command as a child and stay its parent, as a container init does: forward
+    /// TERM, INT, HUP, QUIT, USR1, USR2, WINCH and CONT to it, reap every exited process,
+    /// and exit with its status (128 + N if signal N killed it).
+    #[arg(long, env = "QLARIUS_ENV_INIT")]
+    pub init: bool,
+
+    /// Poll Parameter Store for changes every INTERVAL (5m if no value is given), and
+    /// apply them as --on-change says. Implies --init. Each wait is drawn at random
+    /// between 80% and 120% of INTERVAL, so that a fleet does not poll in step.
+    #[arg(
+        long,
+        value_name = "INTERVAL",
+        env = "QLARIUS_ENV_WATCH",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "5m",
+        value_parser = parse_duration
+    )]
+    pub watch: Option<Duration>,
+
+    /// What a change does: `restart` stops the command (--stop-signal, then KILL after
+    /// --stop-timeout) and starts it again with the new environment; `signal:NAME`, for
+    /// example signal:HUP, only sends that signal, and the command keeps the environment
+    /// it started with.
+    #[arg(
+        long,
+        value_name = "ACTION",
+        env = "QLARIUS_ENV_ON_CHANGE",
+        default_value = "restart",
+        value_parser = parse_on_change,
+        requires = "watch"
+    )]
+    pub on_change: OnChange,
+
+    /// Signal that asks the command to stop before a restart (TERM, SIGTERM or 15).
+    #[arg(
+        long,
+        value_name = "SIGNAL",
+        env = "QLARIUS_ENV_STOP_SIGNAL",
+        default_value = "TERM",
+        value_parser = parse_signal,
+        requires = "watch"
+    )]
+    pub stop_signal: Signal,
+
+    /// Time the command has to exit after the stop signal before it is killed with KILL.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "QLARIUS_ENV_STOP_TIMEOUT",
+        default_value = "10s",
+        value_parser = parse_duration,
+        requires = "watch"
+    )]
+    pub stop_timeout: Duration,
+
+    /// Start the command in its own process group and send forwarded signals to the
+    /// whole group, so that its children get them too.
+    #[arg(long, env = "QLARIUS_ENV_PROCESS_GROUP", requires = "supervisor")]
+    pub process_group: bool,
+}
+
+/// What a change in Parameter Store does to the running command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnChange {
+    Restart,
+    Signal(Signal),
+}
+
+/// Parses a signal name with or without `SIG`, in any case, or its number.
+pub fn parse_signal(text: &str) -> Result<Signal, String> {
+    let text = text.trim();
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| format!("{number} is not a signal number"));
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<Signal>()
+        .map_err(|_| format!("unknown signal {text:?} (expected a name such as TERM or HUP)"))
+}
+
+pub fn parse_on_change(text: &str) -> Result<OnChange, String> {
+    match text.split_once(':') {
+        None if text == "restart" => Ok(OnChange::Restart),
+        Some(("signal", signal)) => parse_signal(signal).map(OnChange::Signal),
+        _ => Err("expected restart or signal:NAME, for example signal:HUP".into()),
+    }
+}
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration = humantime::parse_duration(text)
         .map_err(|e| format!("{e} (expected a duration such as 30s, 2m or 500ms)"))?;
@@ -202,6 +300,43 @@ mod tests {
         let cli = Cli::try_parse_from(["qlarius-env", "check", "--path", "/x"]).unwrap();
         assert!(matches!(cli.subcommand, Some(Command::Check(_))));
         assert!(cli.command.is_empty());
+    }
+
+    #[test]
+    fn watch_value_is_optional() {
+        let cli = Cli::try_parse_from(["qlarius-env", "--watch", "--", "app"]).unwrap();
+        assert_eq!(cli.supervise.watch, Some(Duration::from_secs(300)));
+        let cli = Cli::try_parse_from(["qlarius-env", "--watch=30s", "--", "app"]).unwrap();
+        assert_eq!(cli.supervise.watch, Some(Duration::from_secs(30)));
+        let cli = Cli::try_parse_from(["qlarius-env", "--", "app"]).unwrap();
+        assert_eq!(cli.supervise.watch, None);
+    }
+
+    #[test]
+    fn signals_parse_by_name_or_number() {
+        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("sighup").unwrap(), Signal::SIGHUP);
+        assert_eq!(parse_signal("10").unwrap(), Signal::SIGUSR1);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("0").is_err());
+    }
+
+    #[test]
+    fn on_change_accepts_restart_or_signal() {
+        assert_eq!(parse_on_change("restart").unwrap(), OnChange::Restart);
+        assert_eq!(parse_on_change("signal:HUP").unwrap(), OnChange::Signal(Signal::SIGHUP));
+        assert!(parse_on_change("signal:").is_err());
+        assert!(parse_on_change("reload").is_err());
+    }
+
+    #[test]
+    fn watch_options_need_watch() {
+        let error = Cli::try_parse_from(["qlarius-env", "--on-change", "signal:HUP", "--", "a"]);
+        assert!(error.is_err());
+        let error = Cli::try_parse_from(["qlarius-env", "--process-group", "--", "a"]);
+        assert!(error.is_err());
+        let cli = Cli::try_parse_from(["qlarius-env", "--init", "--process-group", "--", "a"]).unwrap();
+        assert!(cli.supervise.process_group);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use crate::error::Error;
 use nix::errno::Errno;
 use secrecy::{ExposeSecret, SecretString};
+use std::convert::Infallible;
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use zeroize::Zeroizing;
@@ -58,6 +59,17 @@ impl ChildEnvironment {
         Ok((ChildEnvironment { entries }, replaced))
     }
 
+    /// Returns each entry as a `(name, value)` pair, split at the first `=`, for APIs that
+    /// take the environment as pairs (`std::process::Command`).
+    pub fn pairs(&self) -> impl Iterator<Item = (&OsStr, &OsStr)> {
+        self.entries.iter().map(|entry| {
+            let entry = &entry[..entry.len() - 1];
+            let split = entry.iter().position(|b| *b == b'=').unwrap_or(entry.len());
+            let value = entry.get(split + 1..).unwrap_or_default();
+            (OsStr::from_bytes(&entry[..split]), OsStr::from_bytes(value))
+        })
+    }
+
     fn as_c_strings(&self) -> Vec<&CStr> {
         self.entries
             .iter()
@@ -79,30 +91,55 @@ fn entry(name: &[u8], value: &[u8]) -> Zeroizing<Vec<u8>> {
 /// only on failure: 127 when nothing was found, 126 when something was found but could
 /// not be executed.
 pub fn exec(command: &[OsString], environment: &ChildEnvironment, search_path: Option<&OsStr>) -> Error {
-    let program = &command[0];
-    let display = program.to_string_lossy().into_owned();
-    let args: Vec<CString> = match command
+    let args = match c_arguments(command) {
+        Ok(args) => args,
+        Err(error) => return error,
+    };
+    let envp = environment.as_c_strings();
+    match search(command, search_path, |path| Err::<Infallible, _>(try_exec(path, &args, &envp))) {
+        Ok(never) => match never {},
+        Err(error) => error,
+    }
+}
+
+/// Converts the command and its arguments for `execve`; an argument with a NUL byte is a
+/// usage error.
+pub fn c_arguments(command: &[OsString]) -> Result<Vec<CString>, Error> {
+    command
         .iter()
         .map(|a| CString::new(a.clone().into_vec()))
         .collect::<Result<_, _>>()
-    {
-        Ok(args) => args,
-        Err(_) => {
-            return Error::Usage(format!("{display}: an argument contains a NUL byte"));
-        }
-    };
-    let envp = environment.as_c_strings();
+        .map_err(|_| {
+            let display = command[0].to_string_lossy();
+            Error::Usage(format!("{display}: an argument contains a NUL byte"))
+        })
+}
 
+/// Calls `attempt` with each file the command may be, in the order execvp tries them, until
+/// one succeeds. A program name with a `/` is tried as it is; otherwise each directory of
+/// `search_path` in turn. A missing file moves on; a file that cannot be executed is
+/// remembered (126) but later directories are still tried. When every attempt fails, the
+/// error is 127 if nothing was found and 126 if something was.
+///
+/// Shared by exec, where `attempt` replaces the process, and the supervisor, where it
+/// spawns a child.
+pub fn search<T>(
+    command: &[OsString],
+    search_path: Option<&OsStr>,
+    mut attempt: impl FnMut(&CStr) -> Result<T, Errno>,
+) -> Result<T, Error> {
+    let program = &command[0];
+    let display = program.to_string_lossy().into_owned();
     if program.is_empty() {
-        return Error::CommandNotFound { command: display };
+        return Err(Error::CommandNotFound { command: display });
     }
     if program.as_bytes().contains(&b'/') {
-        let errno = try_exec(&args[0], &args, &envp);
-        return exec_error(display, errno);
+        let Ok(path) = CString::new(program.as_bytes()) else {
+            return Err(Error::Usage(format!("{display}: an argument contains a NUL byte")));
+        };
+        return attempt(&path).map_err(|errno| exec_error(display, errno));
     }
 
-    // Search each directory in turn like execvp: a missing file moves on, a file that
-    // cannot be executed is remembered (126) but later directories are still tried.
     let search_path = search_path.unwrap_or(OsStr::new(DEFAULT_SEARCH_PATH));
     let mut denied = None;
     for directory in search_path.as_bytes().split(|b| *b == b':') {
@@ -112,15 +149,16 @@ pub fn exec(command: &[OsString], environment: &ChildEnvironment, search_path: O
         candidate.extend_from_slice(program.as_bytes());
         let Ok(candidate) = CString::new(candidate) else { continue };
 
-        match try_exec(&candidate, &args, &envp) {
-            Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::ENAMETOOLONG => continue,
-            Errno::EACCES | Errno::EISDIR => denied = Some(Errno::EACCES),
-            other => return exec_error(display, other),
+        match attempt(&candidate) {
+            Ok(found) => return Ok(found),
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP | Errno::ENAMETOOLONG) => continue,
+            Err(Errno::EACCES | Errno::EISDIR) => denied = Some(Errno::EACCES),
+            Err(other) => return Err(exec_error(display, other)),
         }
     }
     match denied {
-        Some(errno) => exec_error(display, errno),
-        None => Error::CommandNotFound { command: display },
+        Some(errno) => Err(exec_error(display, errno)),
+        None => Err(Error::CommandNotFound { command: display }),
     }
 }
 

@@ -36,6 +36,12 @@ pub fn protect_process() -> CoreLimit {
 }
 
 impl CoreLimit {
+    /// Returns the saved `(soft, hard)` limit, for a spawned child to restore between fork
+    /// and exec, where it cannot log.
+    pub fn saved(&self) -> Option<(u64, u64)> {
+        self.saved
+    }
+
     /// Restores the core-dump limit the command would have had without qlarius-env.
     pub fn restore(&self) {
         if let Some((soft, hard)) = self.saved {

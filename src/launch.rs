@@ -1,4 +1,5 @@
-//! The launch: load the variables, then replace this process with the command.
+//! The launch: load the variables, then replace this process with the command, or with
+//! --init or --watch, start it as a child and supervise it.
 
 use crate::cli::Cli;
 use crate::config::Config;
@@ -6,6 +7,7 @@ use crate::error::Error;
 use crate::exec::{self, ChildEnvironment};
 use crate::hardening;
 use crate::load;
+use crate::supervise;
 use secrecy::SecretString;
 use std::convert::Infallible;
 use std::ffi::OsString;
@@ -17,6 +19,11 @@ pub fn run(cli: Cli, inherited: Vec<(OsString, OsString)>) -> Result<Infallible,
         return Err(Error::Usage(
             "no command given: put it after '--', for example: qlarius-env -- mix phx.server".into(),
         ));
+    }
+
+    if cli.supervise.init || cli.supervise.watch.is_some() {
+        let code = supervise::run(cli.command, cli.supervise, config, inherited, core_limit)?;
+        std::process::exit(i32::from(code));
     }
 
     let report = block_on(load::load_variables(&config))?;

@@ -75,37 +75,57 @@ pub async fn load(config: &Config) -> Result<Loaded, Error> {
             aws::resolve_credentials(&aws).await?
         };
         let client = ssm::client(&aws, credentials);
-
-        let walks = config.paths.iter().map(|path| {
-            let (client, aws, pending) = (&client, &aws, &pending);
-            async move {
-                let _waiting = pending.start(format!("GetParametersByPath {path}"));
-                let contents =
-                    ssm::get_parameters_by_path(client, aws, path, config.label.as_deref()).await?;
-                if contents.parameters.is_empty() {
-                    ensure_empty_allowed(config, client, path).await?;
-                }
-                Ok::<_, Error>((path.clone(), contents))
-            }
-        });
-        let (walked, (maps, map_requests)) = futures_util::future::try_join(
-            futures_util::future::try_join_all(walks),
-            load_maps(config, &client, &aws, &pending),
-        )
-        .await?;
-
-        let requests = walked.iter().map(|(_, c)| c.requests).sum::<u32>() + map_requests;
-        let paths = walked
-            .into_iter()
-            .map(|(path, contents)| (path, contents.parameters))
-            .collect();
-        Ok(Loaded {
-            paths,
-            maps,
-            requests,
-        })
+        read_all(config, &aws, &client, &pending).await
     };
+    within_budget(config, &pending, work).await
+}
 
+/// Reads every configured path and map with an existing client, within the start-up
+/// budget. Used by the watch mode, which keeps one client with refreshing credentials
+/// for every load.
+pub async fn load_with(config: &Config, aws: &aws::Aws, client: &aws_sdk_ssm::Client) -> Result<Loaded, Error> {
+    let pending = Pending::default();
+    let work = read_all(config, aws, client, &pending);
+    within_budget(config, &pending, work).await
+}
+
+async fn read_all(
+    config: &Config,
+    aws: &aws::Aws,
+    client: &aws_sdk_ssm::Client,
+    pending: &Pending,
+) -> Result<Loaded, Error> {
+    let walks = config.paths.iter().map(|path| async move {
+        let _waiting = pending.start(format!("GetParametersByPath {path}"));
+        let contents = ssm::get_parameters_by_path(client, aws, path, config.label.as_deref()).await?;
+        if contents.parameters.is_empty() {
+            ensure_empty_allowed(config, client, path).await?;
+        }
+        Ok::<_, Error>((path.clone(), contents))
+    });
+    let (walked, (maps, map_requests)) = futures_util::future::try_join(
+        futures_util::future::try_join_all(walks),
+        load_maps(config, client, aws, pending),
+    )
+    .await?;
+
+    let requests = walked.iter().map(|(_, c)| c.requests).sum::<u32>() + map_requests;
+    let paths = walked
+        .into_iter()
+        .map(|(path, contents)| (path, contents.parameters))
+        .collect();
+    Ok(Loaded {
+        paths,
+        maps,
+        requests,
+    })
+}
+
+async fn within_budget(
+    config: &Config,
+    pending: &Pending,
+    work: impl Future<Output = Result<Loaded, Error>>,
+) -> Result<Loaded, Error> {
     match tokio::time::timeout(config.timeout, work).await {
         Ok(result) => result,
         Err(_) => Err(Error::TimedOut {
@@ -317,7 +337,7 @@ pub fn select(config: &Config, loaded: Loaded) -> Result<Vec<Variable>, Error> {
 
 /// Warns about, or with `--require-secure` rejects, variables whose parameter is stored
 /// unencrypted. Secrets Manager references count as encrypted.
-fn ensure_secure(config: &Config, variables: &[Variable]) -> Result<(), Error> {
+pub fn ensure_secure(config: &Config, variables: &[Variable]) -> Result<(), Error> {
     let plain: Vec<String> = variables
         .iter()
         .filter(|v| v.kind != "SecureString" && !v.parameter.starts_with("/aws/reference/secretsmanager/"))
@@ -366,7 +386,7 @@ impl Variable {
     }
 }
 
-fn log_loaded(config: &Config, report: &LoadReport) {
+pub fn log_loaded(config: &Config, report: &LoadReport) {
     let (variables, requests) = (&report.variables, report.requests);
     let names: Vec<&str> = variables.iter().map(|v| v.name.as_str()).collect();
     tracing::info!(

@@ -12,6 +12,8 @@ mod load;
 mod logging;
 mod mapping;
 mod ssm;
+mod supervise;
+mod watch;
 
 use clap::{CommandFactory, FromArgMatches};
 use std::ffi::OsString;
