@@ -122,6 +122,13 @@ impl Running {
         }
     }
 
+    /// Reads the stdout lines already printed, without waiting, into `seen`.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
     /// Waits until stderr contains `text`.
     pub fn expect_stderr(&self, text: &str) {
         let deadline = Instant::now() + WAIT;
