@@ -25,13 +25,13 @@ use std::os::unix::process::CommandExt;
 use tokio::signal::unix::SignalKind;
 use tokio::sync::mpsc;
 
-/// What the supervisor does with a signal it receives.
+/// The supervisor's response to a signal it receives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Send the signal to the command, or to its process group.
     Forward,
     /// Send the signal to the command, then stop qlarius-env with SIGSTOP, as dumb-init
-    /// does, so that a shell's job control sees the whole job stop. SIGCONT, forwarded,
+    /// does, so that a shell's job control finds the whole job stopped. SIGCONT, forwarded,
     /// resumes both.
     ForwardThenStop,
     /// Reap exited processes.
@@ -55,7 +55,7 @@ pub const HANDLED: [Signal; 12] = [
     Signal::SIGCHLD,
 ];
 
-/// The forwarding table.
+/// Returns the supervisor's action for `signal`: the forwarding table.
 pub fn action(signal: Signal) -> Option<Action> {
     use Signal::*;
     match signal {
@@ -210,8 +210,8 @@ impl Launcher {
         }
         let core_limit = self.core_limit;
         let take_terminal = self.process_group && owns_terminal();
-        // SAFETY: the closure runs between fork and exec, and calls only setrlimit,
-        // sigprocmask, getpid and tcsetpgrp, which are async-signal-safe; it allocates
+        // SAFETY: the closure runs between fork and exec. It calls only setrlimit,
+        // sigprocmask, getpid and tcsetpgrp, which are async-signal-safe, and it allocates
         // nothing and takes no lock.
         unsafe {
             command.pre_exec(move || {

@@ -13,6 +13,7 @@ use crate::load::{self, LoadReport, Loaded, Variable};
 use crate::ssm;
 use aws_sdk_ssm::Client;
 use secrecy::ExposeSecret;
+use std::collections::HashSet;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ const RETRY_START: Duration = Duration::from_secs(5);
 /// Each path's parameters as `(name, version)`, sorted by name: what a poll compares.
 type Versions = Vec<(String, Vec<(String, i64)>)>;
 
-/// A variable as the watcher remembers it: a keyed hash stands in for the value.
+/// A variable as the watcher remembers it, with a keyed hash in place of the value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Fingerprint {
     name: String,
@@ -208,7 +209,7 @@ impl Watcher {
     async fn list_path(&self, path: &str) -> Result<Vec<(String, i64)>, Error> {
         let mut versions = Vec::new();
         let mut next_token: Option<String> = None;
-        let mut pages = 0u32;
+        let mut seen_tokens = HashSet::new();
         loop {
             let page = self
                 .client
@@ -221,18 +222,22 @@ impl Watcher {
                 .send()
                 .await
                 .map_err(|e| ssm::classify(e, "GetParametersByPath", "ssm:GetParametersByPath", path, &self.aws, &[]))?;
-            pages += 1;
             for parameter in page.parameters.unwrap_or_default() {
                 versions.push((parameter.name.unwrap_or_default(), parameter.version));
             }
+
+            // As in the decrypted walk, a page may be short or empty while a token remains,
+            // so only a missing token ends the walk.
             match page.next_token {
-                Some(token) if !token.is_empty() && pages < MAX_PAGES => next_token = Some(token),
                 Some(token) if !token.is_empty() => {
-                    return Err(Error::Protocol {
-                        operation: "GetParametersByPath",
-                        subject: path.to_string(),
-                        detail: format!("more than {MAX_PAGES} pages; NextToken may be repeating"),
-                    });
+                    if !seen_tokens.insert(token.clone()) {
+                        return Err(Error::Protocol {
+                            operation: "GetParametersByPath",
+                            subject: path.to_string(),
+                            detail: "NextToken repeated; the walk would never end".into(),
+                        });
+                    }
+                    next_token = Some(token);
                 }
                 _ => break,
             }
@@ -252,10 +257,6 @@ impl Watcher {
     }
 }
 
-/// Pages one poll may read per path: 10,000 parameters, the Advanced tier's maximum per
-/// account and region, at 10 per page.
-const MAX_PAGES: u32 = 1_000;
-
 fn versions_of(loaded: &Loaded) -> Versions {
     loaded
         .paths
@@ -269,7 +270,7 @@ fn versions_of(loaded: &Loaded) -> Versions {
         .collect()
 }
 
-/// Tells whether a load failed because of what Parameter Store holds (the command would
+/// Tells whether a load failed because of what Parameter Store contains (the command would
 /// not start with it) rather than because Parameter Store could not be read.
 fn breaks_launch_rules(error: &Error) -> bool {
     matches!(
@@ -283,8 +284,8 @@ fn breaks_launch_rules(error: &Error) -> bool {
     )
 }
 
-/// Names the variables whose values differ, sorted by name, each marked as changed,
-/// added or removed. Both lists are sorted by name.
+/// Returns the names of the variables whose values differ, sorted, each marked as
+/// changed, added or removed.
 fn describe_changes(old: &[Fingerprint], new: &[Fingerprint]) -> Vec<String> {
     let mut changes = Vec::new();
     for variable in new {
@@ -364,7 +365,8 @@ mod tests {
         let base = Duration::from_secs(300);
         for _ in 0..1000 {
             let wait = jittered(base);
-            assert!(wait >= Duration::from_secs(240) && wait <= Duration::from_secs(360), "{wait:?}");
+            assert!(wait >= Duration::from_secs(240), "{wait:?}");
+            assert!(wait <= Duration::from_secs(360), "{wait:?}");
         }
     }
 

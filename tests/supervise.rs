@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 
-/// An empty path, so that each test needs nothing in Parameter Store.
+/// Returns an unused path, so that each test needs nothing in Parameter Store.
 fn empty_path() -> String {
     unique_path("init")
 }

@@ -1,5 +1,5 @@
 //! The watch mode (--watch) end to end against moto, with a short interval. Requests go
-//! through a counting proxy on loopback, which tells listing polls from decrypted loads
+//! through a counting proxy on loopback, which distinguishes listing polls from decrypted loads
 //! and can fail requests on demand.
 
 mod common;
@@ -20,7 +20,7 @@ struct Counts {
     decrypted: usize,
     /// GetParametersByPath with WithDecryption=false.
     listed: usize,
-    /// Requests answered with a throttling error instead of being forwarded.
+    /// Requests rejected with a throttling error instead of being forwarded.
     failed: usize,
     failing: bool,
 }
@@ -252,7 +252,7 @@ fn poll_failure_keeps_command_running() {
     running.drain();
     assert!(!running.seen.iter().any(|l| l.starts_with("got")), "{:?}", running.seen);
 
-    // Once Parameter Store answers again, changes are applied.
+    // Once Parameter Store responds again, changes are applied.
     proxy.set_failing(false);
     put_parameters(&[secure(format!("{path}/watched"), "fake-value-2")]);
     let line = running.expect_line("ready");

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// The longest any single wait in these tests may take before the test fails.
+/// The maximum time any single wait in these tests may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(30);
 
-/// The Python test app that prints `ready PID VALUE` and one `got NAME` line per signal.
+/// Returns the command line of the Python test app that prints `ready PID VALUE` and one `got NAME` line per signal.
 pub fn echo_app() -> Vec<String> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/echo_signals.py");
     vec![
@@ -23,7 +23,7 @@ pub fn echo_app() -> Vec<String> {
     ]
 }
 
-/// A qlarius-env process with the same clean environment as [`super::qlarius_env`].
+/// Builds a qlarius-env command with the same clean environment as [`super::qlarius_env`].
 /// With `namespace`, it runs under `unshare --pid --fork --mount-proc`, as PID 1.
 pub fn supervisor_command(endpoint: &str, namespace: bool) -> Command {
     let binary = assert_cmd::cargo::cargo_bin("qlarius-env");
@@ -146,7 +146,7 @@ impl Running {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// The pid of qlarius-env itself: the spawned process, or under unshare, its child.
+    /// Returns the pid of qlarius-env itself: the spawned process, or under unshare, its child.
     pub fn supervisor_pid(&self, namespace: bool) -> Pid {
         let pid = self.child.id();
         if !namespace {
