@@ -15,6 +15,7 @@ use crate::load::{self, Variable};
 use crate::watch::Watcher;
 use nix::errno::Errno;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use secrecy::SecretString;
@@ -22,7 +23,8 @@ use std::ffi::{CStr, OsStr, OsString};
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use tokio::signal::unix::SignalKind;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
 /// The supervisor's response to a signal it receives.
@@ -93,6 +95,8 @@ pub fn run(
     inherited: Vec<(OsString, OsString)>,
     core_limit: CoreLimit,
 ) -> Result<u8, Error> {
+    // Before the runtime exists, so that every thread it starts inherits the mask.
+    let signals = block_signals()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -121,7 +125,7 @@ pub fn run(
             }
             None => (load::load_variables(&config).await?.variables, None),
         };
-        let mut supervisor = Supervisor::start(launcher, options, variables)?;
+        let mut supervisor = Supervisor::start(launcher, options, signals, variables)?;
         let changes = watcher.map(|watcher| {
             let (sender, receiver) = mpsc::unbounded_channel();
             tokio::task::spawn_local(watcher.run(sender));
@@ -147,8 +151,9 @@ struct Launcher {
 
 impl Launcher {
     /// Starts the command with `variables` set, searching PATH as exec does. The child
-    /// starts with an empty signal mask and default dispositions (Rust's standard library
-    /// resets both between fork and exec, and exec resets caught signals).
+    /// starts with an empty signal mask, set between fork and exec, and default
+    /// dispositions: qlarius-env catches no signal and ignores only SIGPIPE, which Rust's
+    /// standard library resets for the child.
     fn spawn(&self, variables: Vec<Variable>) -> Result<Pid, Error> {
         let pairs: Vec<(&str, &SecretString)> = variables
             .iter()
@@ -212,7 +217,8 @@ impl Launcher {
         let take_terminal = self.process_group && owns_terminal();
         // SAFETY: the closure runs between fork and exec. It calls only setrlimit,
         // sigprocmask, getpid and tcsetpgrp, which are async-signal-safe, and it allocates
-        // nothing and takes no lock.
+        // nothing and takes no lock. The signals qlarius-env blocks stay blocked until the
+        // last step, so none reaches the child before exec.
         unsafe {
             command.pre_exec(move || {
                 if let Some((soft, hard)) = core_limit {
@@ -221,6 +227,7 @@ impl Launcher {
                 if take_terminal {
                     hand_terminal_to_self();
                 }
+                sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
                 Ok(())
             });
         }
@@ -237,16 +244,14 @@ fn owns_terminal() -> bool {
 }
 
 /// Makes the calling process's group the terminal's foreground group, as tini does for a
-/// child in its own group. Called in the child before exec: a background group changing
-/// the foreground would get SIGTTOU, so it is blocked for the call.
+/// child in its own group. Called in the child before exec, where a background group
+/// changing the foreground would get SIGTTOU unless it is blocked.
 fn hand_terminal_to_self() {
-    let mut ttou = SigSet::empty();
-    ttou.add(Signal::SIGTTOU);
-    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&ttou), None);
+    // SIGTTOU is already blocked (it is one of the handled signals) until the mask is
+    // cleared just before exec.
     // SAFETY: descriptor 0 stays open for the duration of this call.
     let stdin = unsafe { BorrowedFd::borrow_raw(0) };
     let _ = nix::unistd::tcsetpgrp(stdin, nix::unistd::getpid());
-    let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&ttou), None);
 }
 
 /// The running supervisor: the command's process and how to reach it.
@@ -254,14 +259,19 @@ struct Supervisor {
     launcher: Launcher,
     options: SuperviseArgs,
     child: Pid,
-    signals: mpsc::UnboundedReceiver<Signal>,
+    signals: Signals,
 }
 
 impl Supervisor {
-    /// Installs the signal handlers, then spawns the command, so that no signal sent once
-    /// the command exists is lost.
-    fn start(launcher: Launcher, options: SuperviseArgs, variables: Vec<Variable>) -> Result<Supervisor, Error> {
-        let signals = listen()?;
+    /// Spawns the command. The handled signals were blocked before, so none sent to
+    /// qlarius-env is lost: one that arrived during the load is forwarded now.
+    fn start(
+        launcher: Launcher,
+        options: SuperviseArgs,
+        signals: SignalFd,
+        variables: Vec<Variable>,
+    ) -> Result<Supervisor, Error> {
+        let signals = Signals::new(signals)?;
         if let Err(errno) = nix::sys::prctl::set_child_subreaper(true) {
             tracing::debug!("prctl(PR_SET_CHILD_SUBREAPER) failed: {errno}; orphans go to PID 1");
         }
@@ -278,8 +288,8 @@ impl Supervisor {
     async fn run(&mut self, mut changes: Option<mpsc::UnboundedReceiver<Vec<Variable>>>) -> Result<u8, Error> {
         loop {
             tokio::select! {
-                Some(signal) = self.signals.recv() => {
-                    if let Some(code) = self.handle(signal) {
+                received = self.signals.recv() => {
+                    if let Some(code) = self.handle(received?) {
                         return Ok(self.finish(code));
                     }
                 }
@@ -305,15 +315,24 @@ impl Supervisor {
     }
 
     /// Acts on one signal; returns the exit code once the command has exited.
-    fn handle(&mut self, signal: Signal) -> Option<u8> {
+    fn handle(&mut self, received: Received) -> Option<u8> {
+        let signal = received.signal;
+        let forward = !(received.from_terminal && !self.options.process_group);
+        if !forward {
+            tracing::debug!("{} came from the terminal, which sent it to the command too", name(signal));
+        }
         match action(signal) {
             Some(Action::Reap) => reap(self.child).and_then(exit_code),
             Some(Action::Forward) => {
-                self.deliver(signal);
+                if forward {
+                    self.deliver(signal);
+                }
                 None
             }
             Some(Action::ForwardThenStop) => {
-                self.deliver(signal);
+                if forward {
+                    self.deliver(signal);
+                }
                 // As PID 1 this does nothing: the kernel ignores SIGSTOP sent to a
                 // namespace's init from inside.
                 let _ = nix::sys::signal::raise(Signal::SIGSTOP);
@@ -352,11 +371,12 @@ impl Supervisor {
         let mut stop_requested = false;
         let status = loop {
             tokio::select! {
-                Some(signal) = self.signals.recv() => {
-                    if ends_supervision(signal) {
+                received = self.signals.recv() => {
+                    let received = received?;
+                    if ends_supervision(received.signal) {
                         stop_requested = true;
                     }
-                    if let Some(code) = self.handle(signal) {
+                    if let Some(code) = self.handle(received) {
                         break code;
                     }
                 }
@@ -402,25 +422,82 @@ async fn next_change(changes: &mut Option<mpsc::UnboundedReceiver<Vec<Variable>>
     }
 }
 
-/// Installs a handler for every handled signal and returns one stream of them. Repeats
-/// of one signal that arrive before it is handled count once, as the kernel counts them.
-fn listen() -> Result<mpsc::UnboundedReceiver<Signal>, Error> {
-    let (sender, receiver) = mpsc::unbounded_channel();
+/// Blocks every handled signal in the calling thread and returns a signalfd that reports
+/// them. A blocked signal stays pending until read, and unlike a signal with the default
+/// disposition, the kernel delivers it to PID 1. Repeats of one signal that arrive before
+/// it is read count once, as the kernel counts them.
+fn block_signals() -> Result<SignalFd, Error> {
+    let mut mask = SigSet::empty();
     for signal in HANDLED {
-        let mut stream = tokio::signal::unix::signal(SignalKind::from_raw(signal as i32)).map_err(|e| {
-            Error::Internal(format!("cannot install a handler for {}: {e}", name(signal)))
-        })?;
-        let sender = sender.clone();
-        tokio::spawn(async move {
-            while stream.recv().await.is_some() {
-                if sender.send(signal).is_err() {
-                    return;
-                }
-            }
-        });
+        mask.add(signal);
     }
-    Ok(receiver)
+    mask.thread_block()
+        .map_err(|errno| Error::Internal(format!("cannot block signals: {errno}")))?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|errno| Error::Internal(format!("cannot create a signalfd: {errno}")))
 }
+
+/// One signal as read from the signalfd.
+#[derive(Clone, Copy, Debug)]
+struct Received {
+    signal: Signal,
+    /// True when a terminal sent it (`SI_KERNEL`): Ctrl-C, Ctrl-\, Ctrl-Z, a resize, or a
+    /// background read or write. The terminal sends those to a whole process group, so a
+    /// command in qlarius-env's own group has received it already.
+    from_terminal: bool,
+}
+
+/// The blocked signals, read asynchronously from their signalfd.
+struct Signals {
+    fd: AsyncFd<SignalFd>,
+}
+
+impl Signals {
+    fn new(fd: SignalFd) -> Result<Signals, Error> {
+        // SAFETY: the SignalFd owns its descriptor, which stays open and unchanged until the
+        // AsyncFd that owns the SignalFd is dropped.
+        let registered = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
+        registered
+            .map(|fd| Signals { fd })
+            .map_err(|e| Error::Internal(format!("cannot watch the signalfd: {e}")))
+    }
+
+    async fn recv(&mut self) -> Result<Received, Error> {
+        loop {
+            let mut guard = self
+                .fd
+                .readable()
+                .await
+                .map_err(|e| Error::Internal(format!("cannot read signals: {e}")))?;
+            match guard.get_inner().read_signal() {
+                Ok(Some(info)) => {
+                    let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else { continue };
+                    let from_terminal = info.ssi_code == SI_KERNEL && TERMINAL_SIGNALS.contains(&signal);
+                    return Ok(Received { signal, from_terminal });
+                }
+                Ok(None) => guard.clear_ready(),
+                Err(Errno::EINTR) => continue,
+                Err(errno) => return Err(Error::Internal(format!("cannot read signals: {errno}"))),
+            }
+        }
+    }
+}
+
+/// `si_code` of a signal the kernel generated, as a terminal's are (`SI_KERNEL` in
+/// linux/include/uapi/asm-generic/siginfo.h).
+const SI_KERNEL: i32 = 0x80;
+
+/// Signals a terminal sends to its whole foreground (or offending background) process
+/// group. SIGHUP is not among them: on a hangup the kernel may send it to the session
+/// leader alone, so it is always forwarded.
+const TERMINAL_SIGNALS: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGQUIT,
+    Signal::SIGTSTP,
+    Signal::SIGWINCH,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+];
 
 /// Reaps every exited child; one SIGCHLD can stand for many. Returns the status of
 /// `main` if it was among them.

@@ -173,6 +173,38 @@ fn without_group_only_the_command_is_signalled() {
 }
 
 #[test]
+fn terminal_signals_arrive_once() {
+    // Under `script`, qlarius-env and the app share the foreground process group of a
+    // terminal, which sends Ctrl-C (INT) and Ctrl-\ (QUIT) to both. qlarius-env must not
+    // forward them a second time.
+    let binary = assert_cmd::cargo::cargo_bin("qlarius-env");
+    let inner = format!(
+        "exec {} -qq --init --allow-empty --path {} -- {}",
+        binary.display(),
+        empty_path(),
+        echo_app().join(" ")
+    );
+    let mut command = Command::new("script");
+    command.args(["-qfec", &inner, "/dev/null"]);
+    clean_environment(&mut command, &moto().url);
+    command.env("EXIT_ON_SIGNAL", "QUIT");
+    let mut running = Running::start(command);
+    running.expect_line("ready");
+
+    running.write_input(b"\x03");
+    running.expect_line("got INT");
+    running.write_input(b"\x1c");
+    running.expect_line("got QUIT");
+    let status = running.wait();
+    assert_eq!(status.code(), Some(0), "stderr: {}", running.stderr());
+
+    for line in ["got INT", "got QUIT"] {
+        let count = running.seen.iter().filter(|l| *l == line).count();
+        assert_eq!(count, 1, "{line} in {:?}", running.seen);
+    }
+}
+
+#[test]
 fn missing_command_is_127_and_unexecutable_126() {
     let output = init_command(false, &[], &["no-such-command-qlarius".to_string()])
         .output()

@@ -1,9 +1,9 @@
 //! Running qlarius-env as a supervisor in the background: reading its output line by line
 //! with bounded waits, signalling it, and running it as PID 1 of a new PID namespace.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +35,14 @@ pub fn supervisor_command(endpoint: &str, namespace: bool) -> Command {
     } else {
         Command::new(binary)
     };
+    clean_environment(&mut command, endpoint);
+    command
+}
+
+/// Replaces the environment of `command` with the one [`super::qlarius_env`] sets: fake
+/// static credentials, the region, the endpoint, and no way to real AWS or instance
+/// metadata.
+pub fn clean_environment(command: &mut Command, endpoint: &str) {
     command
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
@@ -46,12 +54,12 @@ pub fn supervisor_command(endpoint: &str, namespace: bool) -> Command {
         .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
         .env("AWS_REGION", super::REGION)
         .env("AWS_ENDPOINT_URL", endpoint);
-    command
 }
 
 /// A supervisor running in the background. Dropping it kills it.
 pub struct Running {
     pub child: Child,
+    input: ChildStdin,
     lines: Receiver<String>,
     /// Every stdout line read so far.
     pub seen: Vec<String>,
@@ -61,17 +69,20 @@ pub struct Running {
 impl Running {
     pub fn start(mut command: Command) -> Running {
         let mut child = command
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot start qlarius-env");
 
+        let input = child.stdin.take().unwrap();
         let (sender, lines) = channel();
         let stdout = child.stdout.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { return };
+                // A terminal ends lines with CR LF.
+                let line = line.trim_end_matches('\r').to_string();
                 if sender.send(line).is_err() {
                     return;
                 }
@@ -90,6 +101,7 @@ impl Running {
         });
         Running {
             child,
+            input,
             lines,
             seen: Vec::new(),
             stderr,
@@ -120,6 +132,12 @@ impl Running {
                 ),
             }
         }
+    }
+
+    /// Writes `bytes` to qlarius-env's standard input.
+    pub fn write_input(&mut self, bytes: &[u8]) {
+        self.input.write_all(bytes).unwrap();
+        self.input.flush().unwrap();
     }
 
     /// Reads the stdout lines already printed, without waiting, into `seen`.
