@@ -70,6 +70,13 @@ pub fn action(signal: Signal) -> Option<Action> {
     }
 }
 
+/// Tells whether a received signal must be sent on to the command. A terminal has
+/// already sent its signals to every process of its foreground group, which includes the
+/// command unless the command has a process group of its own.
+fn needs_forwarding(received: Received, own_group: bool) -> bool {
+    !received.from_terminal || own_group
+}
+
 /// Signals that, received while a restart is stopping the command, mean the operator wants
 /// everything to stop: the command is not started again.
 fn ends_supervision(signal: Signal) -> bool {
@@ -95,10 +102,15 @@ pub fn run(
     inherited: Vec<(OsString, OsString)>,
     core_limit: CoreLimit,
 ) -> Result<u8, Error> {
-    // Before the runtime exists, so that every thread it starts inherits the mask.
-    let signals = block_signals()?;
+    // Threads of the runtime (the blocking pool's, for DNS) block the handled signals
+    // from their start, so that the kernel delivers a signal sent to qlarius-env to the
+    // main thread: with the default disposition, a signal landing on another thread after
+    // the command started would end qlarius-env without forwarding it.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_start(|| {
+            let _ = handled_signals().thread_block();
+        })
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the async runtime: {e}")))?;
     let search_path = inherited
@@ -125,6 +137,12 @@ pub fn run(
             }
             None => (load::load_variables(&config).await?.variables, None),
         };
+        // Blocked only now, so that during the load a signal acts as without --init, and
+        // the SDK can still wait for a credential_process child through SIGCHLD.
+        let signals = block_signals()?;
+        if let Some(code) = stopped_before_start(&signals) {
+            return Ok(code);
+        }
         let mut supervisor = Supervisor::start(launcher, options, signals, variables)?;
         let changes = watcher.map(|watcher| {
             let (sender, receiver) = mpsc::unbounded_channel();
@@ -264,7 +282,7 @@ struct Supervisor {
 
 impl Supervisor {
     /// Spawns the command. The handled signals were blocked before, so none sent to
-    /// qlarius-env is lost: one that arrived during the load is forwarded now.
+    /// qlarius-env once the command exists is lost.
     fn start(
         launcher: Launcher,
         options: SuperviseArgs,
@@ -317,7 +335,7 @@ impl Supervisor {
     /// Acts on one signal; returns the exit code once the command has exited.
     fn handle(&mut self, received: Received) -> Option<u8> {
         let signal = received.signal;
-        let forward = !(received.from_terminal && !self.options.process_group);
+        let forward = needs_forwarding(received, self.options.process_group);
         if !forward {
             tracing::debug!("{} came from the terminal, which sent it to the command too", name(signal));
         }
@@ -427,14 +445,19 @@ async fn next_change(changes: &mut Option<mpsc::UnboundedReceiver<Vec<Variable>>
 /// disposition, the kernel delivers it to PID 1. Repeats of one signal that arrive before
 /// it is read count once, as the kernel counts them.
 fn block_signals() -> Result<SignalFd, Error> {
-    let mut mask = SigSet::empty();
-    for signal in HANDLED {
-        mask.add(signal);
-    }
+    let mask = handled_signals();
     mask.thread_block()
         .map_err(|errno| Error::Internal(format!("cannot block signals: {errno}")))?;
     SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(|errno| Error::Internal(format!("cannot create a signalfd: {errno}")))
+}
+
+fn handled_signals() -> SigSet {
+    let mut mask = SigSet::empty();
+    for signal in HANDLED {
+        mask.add(signal);
+    }
+    mask
 }
 
 /// One signal as read from the signalfd.
@@ -483,6 +506,22 @@ impl Signals {
     }
 }
 
+/// Reads the signals that arrived between blocking and spawning. Returns 128 + N when
+/// one of them asks qlarius-env to stop (TERM, INT, QUIT or HUP, whose default action
+/// would have ended it), so that the command is never started. Others had no command to
+/// go to and are dropped.
+fn stopped_before_start(signals: &SignalFd) -> Option<u8> {
+    while let Ok(Some(info)) = signals.read_signal() {
+        let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else { continue };
+        if ends_supervision(signal) || signal == Signal::SIGHUP {
+            tracing::info!("received {} before the command started; not starting it", name(signal));
+            return Some(128u8.wrapping_add(signal as u8));
+        }
+        tracing::debug!("dropping {}, which arrived before the command started", name(signal));
+    }
+    None
+}
+
 /// `si_code` of a signal the kernel generated, as a terminal's are (`SI_KERNEL` in
 /// linux/include/uapi/asm-generic/siginfo.h).
 const SI_KERNEL: i32 = 0x80;
@@ -501,6 +540,10 @@ const TERMINAL_SIGNALS: [Signal; 6] = [
 
 /// Reaps every exited child; one SIGCHLD can stand for many. Returns the status of
 /// `main` if it was among them.
+///
+/// NOTE: this also reaps a process the AWS SDK starts after the command, so with --watch
+/// a profile's `credential_process` cannot refresh credentials. Credentials from the
+/// environment, SSO, web identity, containers and instance metadata start no process.
 fn reap(main: Pid) -> Option<WaitStatus> {
     let mut main_status = None;
     loop {
@@ -575,6 +618,22 @@ mod tests {
         assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGKILL, false)), Some(137));
         assert_eq!(exit_code(WaitStatus::Signaled(pid, Signal::SIGTERM, true)), Some(143));
         assert_eq!(exit_code(WaitStatus::StillAlive), None);
+    }
+
+    #[test]
+    fn terminal_signals_are_not_forwarded_twice() {
+        let typed = Received {
+            signal: Signal::SIGINT,
+            from_terminal: true,
+        };
+        let sent = Received {
+            signal: Signal::SIGINT,
+            from_terminal: false,
+        };
+        assert!(!needs_forwarding(typed, false));
+        assert!(needs_forwarding(typed, true));
+        assert!(needs_forwarding(sent, false));
+        assert!(needs_forwarding(sent, true));
     }
 
     #[test]

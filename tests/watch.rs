@@ -314,3 +314,73 @@ fn command_exit_ends_watch() {
         .unwrap();
     assert_eq!(output.status.code(), Some(4), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// A container credentials endpoint on loopback that hands out credentials expiring in
+/// five seconds, inside the SDK's refresh margin, and counts how often it is asked.
+fn short_lived_credentials() -> (String, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/credentials", listener.local_addr().unwrap());
+    let hits = Arc::new(Mutex::new(0usize));
+    let counter = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 2 {
+                line.clear();
+            }
+            *counter.lock().unwrap() += 1;
+            let expiration = humantime::format_rfc3339_seconds(
+                std::time::SystemTime::now() + Duration::from_secs(5),
+            );
+            let body = serde_json::json!({
+                "AccessKeyId": "AKIDTESTONLY",
+                "SecretAccessKey": "test-secret-key",
+                "Token": "test-session-token",
+                "Expiration": expiration.to_string(),
+            })
+            .to_string();
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let mut writer = stream;
+            let _ = writer.write_all(reply.as_bytes());
+        }
+    });
+    (url, hits)
+}
+
+#[test]
+fn expiring_credentials_are_refreshed() {
+    let path = unique_path("watch-credentials");
+    put_parameters(&[secure(format!("{path}/watched"), "fake-value-1")]);
+    let (credentials_url, hits) = short_lived_credentials();
+    let mut command = supervisor_command(&moto().url, false);
+    command
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &credentials_url)
+        .env("SHOW_VARIABLE", "WATCHED")
+        .args([INTERVAL, "--path", &path, "--"])
+        .args(echo_app());
+    let mut running = Running::start(command);
+    running.expect_line("ready");
+    let at_start = *hits.lock().unwrap();
+
+    // Each poll finds the credentials about to expire and fetches new ones; one-shot
+    // credentials would never be fetched again.
+    let deadline = Instant::now() + WAIT;
+    while *hits.lock().unwrap() < at_start + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "credentials not refreshed within {WAIT:?}: {} fetches; stderr: {}",
+            *hits.lock().unwrap(),
+            running.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!running.stderr().contains("failed"), "{}", running.stderr());
+    assert!(running.is_running());
+}
