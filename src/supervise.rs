@@ -103,9 +103,9 @@ pub fn run(
     core_limit: CoreLimit,
 ) -> Result<u8, Error> {
     // Threads of the runtime (the blocking pool's, for DNS) block the handled signals
-    // from their start, so that the kernel delivers a signal sent to qlarius-env to the
-    // main thread: with the default disposition, a signal landing on another thread after
-    // the command started would end qlarius-env without forwarding it.
+    // from their start, so the kernel delivers a signal sent to qlarius-env to the main
+    // thread. Landing on another thread with the default disposition, it would end
+    // qlarius-env without being forwarded.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .on_thread_start(|| {
@@ -376,8 +376,14 @@ impl Supervisor {
     }
 
     /// Stops the command and starts it again with `variables`. Returns an exit code when
-    /// qlarius-env must exit instead: the operator asked to stop during the restart.
+    /// qlarius-env must exit instead: the command had already exited, or the operator
+    /// asked to stop during the restart.
     async fn restart(&mut self, variables: Vec<Variable>) -> Result<Option<u8>, Error> {
+        // A command that has exited by itself is not restarted: its status is the exit code.
+        if let Some(code) = reap(self.child).and_then(exit_code) {
+            return Ok(Some(code));
+        }
+
         let stop_signal = self.options.stop_signal;
         let timeout = self.options.stop_timeout;
         tracing::info!("restarting the command with the new values: sending {}", name(stop_signal));
@@ -507,8 +513,8 @@ impl Signals {
 }
 
 /// Reads the signals that arrived between blocking and spawning. Returns 128 + N when
-/// one of them asks qlarius-env to stop (TERM, INT, QUIT or HUP, whose default action
-/// would have ended it), so that the command is never started. Others had no command to
+/// one of them requests a stop (TERM, INT, QUIT or HUP, whose default action would have
+/// ended qlarius-env), so that the command is never started. Others had no command to
 /// go to and are dropped.
 fn stopped_before_start(signals: &SignalFd) -> Option<u8> {
     while let Ok(Some(info)) = signals.read_signal() {
