@@ -133,6 +133,33 @@ fn exited_command_leaves_stderr_silent() {
 }
 
 #[test]
+fn signals_after_exit_print_nothing() {
+    // Signals keep arriving while the command runs, exits and is gone; none may produce a
+    // warning or an error. SIGURG, which the Go runtime sends itself, is not handled.
+    let path = unique_path("init-noise");
+    put_parameters(&[plain(format!("{path}/setting"), "on")]);
+    let mut command = supervisor_command(&moto().url, false);
+    command.args(["-q", "--init", "--path", &path, "--", "sh", "-c", "trap '' USR1; echo started; sleep 0.3"]);
+    let mut running = Running::start(command);
+    running.expect_line("started");
+    let pid = running.supervisor_pid(false);
+
+    let mut sent = 0;
+    while sent < 20_000 && running.is_running() {
+        let signal = if sent % 2 == 0 { Signal::SIGUSR1 } else { Signal::SIGURG };
+        if nix::sys::signal::kill(pid, signal).is_err() {
+            break;
+        }
+        sent += 1;
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    let status = running.wait();
+    assert_eq!(status.code(), Some(0), "stderr: {}", running.stderr());
+    assert_eq!(running.stderr(), "");
+    assert!(sent > 0);
+}
+
+#[test]
 fn process_group_gets_forwarded_signals() {
     let app = echo_app().join(" ");
     // The shell ignores USR1 and TERM itself; the two apps install their own handlers.
