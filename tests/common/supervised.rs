@@ -23,7 +23,7 @@ pub fn echo_app() -> Vec<String> {
     ]
 }
 
-/// Builds a qlarius-env command with the same clean environment as [`super::qlarius_env`].
+/// Builds a qlarius-env command with a clean environment, see [`clean_environment`].
 /// With `namespace`, it runs under `unshare --pid --fork --mount-proc`, as PID 1.
 pub fn supervisor_command(endpoint: &str, namespace: bool) -> Command {
     let binary = assert_cmd::cargo::cargo_bin("qlarius-env");
@@ -39,7 +39,7 @@ pub fn supervisor_command(endpoint: &str, namespace: bool) -> Command {
     command
 }
 
-/// Replaces the environment of `command` with the one [`super::qlarius_env`] sets: fake
+/// Replaces the environment of `command` with one like [`super::qlarius_env`]'s: fake
 /// static credentials, the region, the endpoint, and no way to real AWS or instance
 /// metadata.
 pub fn clean_environment(command: &mut Command, endpoint: &str) {
@@ -47,8 +47,10 @@ pub fn clean_environment(command: &mut Command, endpoint: &str) {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", "/nonexistent")
-        .env("AWS_CONFIG_FILE", "/nonexistent/config")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+        // Empty files rather than missing ones, about which the SDK logs a warning that
+        // would spoil the tests of an empty stderr.
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("AWS_ACCESS_KEY_ID", "AKIDTESTONLY")
         .env("AWS_SECRET_ACCESS_KEY", "test-secret-key")
