@@ -132,6 +132,37 @@ fn exited_command_leaves_stderr_silent() {
     assert_eq!(String::from_utf8_lossy(&output.stderr), "");
 }
 
+/// Returns the state letter of a process from /proc (R, S, T for stopped, Z, ...).
+fn process_state(pid: nix::unistd::Pid) -> char {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit_once(')').unwrap().1.trim_start().chars().next().unwrap()
+}
+
+#[test]
+fn job_control_stop_stops_both() {
+    // As dumb-init does: TSTP is forwarded, then qlarius-env stops itself, so that a shell
+    // finds the job stopped; CONT resumes qlarius-env and is forwarded.
+    let mut running = Running::start(init_command(false, &[], &echo_app()));
+    let ready = running.expect_line("ready");
+    let app = nix::unistd::Pid::from_raw(ready.split_whitespace().nth(1).unwrap().parse().unwrap());
+    let pid = running.supervisor_pid(false);
+
+    running.signal(pid, Signal::SIGTSTP);
+    running.expect_line("got TSTP");
+    let deadline = std::time::Instant::now() + WAIT;
+    while process_state(pid) != 'T' {
+        assert!(std::time::Instant::now() < deadline, "qlarius-env did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    running.signal(pid, Signal::SIGCONT);
+    running.expect_line("got CONT");
+    assert_ne!(process_state(pid), 'T');
+    assert_ne!(process_state(app), 'T');
+    running.signal(pid, Signal::SIGTERM);
+    assert_eq!(running.wait().code(), Some(0), "stderr: {}", running.stderr());
+}
+
 #[test]
 fn signals_after_exit_print_nothing() {
     // Signals keep arriving while the command runs, exits and is gone; none may produce a
