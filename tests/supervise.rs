@@ -168,7 +168,7 @@ fn signals_after_exit_print_nothing() {
     // Signals keep arriving while the command runs, exits and is gone; none may produce a
     // warning or an error. SIGURG, which the Go runtime sends itself, is not handled.
     let path = unique_path("init-noise");
-    put_parameters(&[plain(format!("{path}/setting"), "on")]);
+    put_parameters(&[secure(format!("{path}/setting"), "on")]);
     let mut command = supervisor_command(&moto().url, false);
     command.args(["-q", "--init", "--path", &path, "--", "sh", "-c", "trap '' USR1; echo started; sleep 0.3"]);
     let mut running = Running::start(command);
