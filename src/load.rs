@@ -212,7 +212,7 @@ async fn load_maps(
 /// Groups the distinct requested names into GetParameters batches of at most ten, with
 /// each parameter name at most once per batch (`/a:1` and `/a:2` go to different
 /// batches), so that results can be matched by name alone.
-fn batch_by_name<'a>(maps: &[&'a MapSpec]) -> Vec<Vec<&'a MapSpec>> {
+pub fn batch_by_name<'a>(maps: &[&'a MapSpec]) -> Vec<Vec<&'a MapSpec>> {
     let mut batches: Vec<Vec<&MapSpec>> = Vec::new();
     for map in maps {
         let already_requested = batches.iter().flatten().any(|m| m.request == map.request);

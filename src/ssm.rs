@@ -102,7 +102,7 @@ pub async fn get_parameters_by_path(
     })
 }
 
-fn label_filter(label: &str) -> Vec<ParameterStringFilter> {
+pub fn label_filter(label: &str) -> Vec<ParameterStringFilter> {
     vec![
         ParameterStringFilter::builder()
             .key("Label")

@@ -1,13 +1,14 @@
 //! Watching Parameter Store for changes (`--watch`).
 //!
-//! Each poll lists the names and versions under every path with `WithDecryption=false`, so
-//! it costs no KMS request and the ciphertext it receives is never read. Only when the
+//! Each poll lists the names and versions under every path, and of every `--map`
+//! parameter, with `WithDecryption=false`, so it costs no KMS request and the ciphertext
+//! it receives is never read. Only when the
 //! `(name, version)` sets differ from the last load does the watcher fetch the decrypted
 //! values, check them against the launch rules, and send the new variables to the
 //! supervisor. The watcher keeps a keyed hash of each value, never the value.
 
 use crate::aws::{self, Aws};
-use crate::config::Config;
+use crate::config::{Config, MapSpec};
 use crate::error::{Error, sanitize};
 use crate::load::{self, LoadReport, Loaded, Variable};
 use crate::ssm;
@@ -23,8 +24,14 @@ use tokio::sync::mpsc::UnboundedSender;
 /// watch interval.
 const RETRY_START: Duration = Duration::from_secs(5);
 
-/// Each path's parameters as `(name, version)`, sorted by name: what a poll compares.
-type Versions = Vec<(String, Vec<(String, i64)>)>;
+/// What a poll compares: each path's parameters as `(name, version)` sorted by name, and
+/// each `--map` request with its parameter's version, `None` when the request is invalid.
+/// Secrets Manager references are left out: they cannot be read without decrypting.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Versions {
+    paths: Vec<(String, Vec<(String, i64)>)>,
+    maps: Vec<(String, Option<i64>)>,
+}
 
 /// A variable as the watcher remembers it, with a keyed hash in place of the value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,10 +86,23 @@ impl Watcher {
         };
         load::log_loaded(&config, &report);
         tracing::info!(
-            "watching {} for changes every {} (jittered)",
-            config.paths.join(", "),
+            "watching for changes every {} (jittered)",
             humantime::format_duration(interval)
         );
+        let references: Vec<&str> = config
+            .maps
+            .iter()
+            .filter(|m| m.is_secrets_manager())
+            .map(|m| m.request.as_str())
+            .collect();
+        if !references.is_empty() {
+            // NOTE: a Secrets Manager reference can only be read decrypted, so polling it
+            // would cost a decryption every interval; its changes are not detected.
+            tracing::warn!(
+                "--watch does not detect changes to Secrets Manager references: {}",
+                references.join(", ")
+            );
+        }
 
         let mut watcher = Watcher {
             config,
@@ -187,15 +207,16 @@ impl Watcher {
         self.versions = versions;
     }
 
-    /// Lists every path's `(name, version)` pairs without decrypting. The `Value` fields of
-    /// the response, ciphertext for a SecureString, are dropped unread.
+    /// Lists every path's and map's versions without decrypting. The `Value` fields of the
+    /// responses, ciphertext for a SecureString, are dropped unread.
     async fn list_versions(&self) -> Result<Versions, Error> {
         let work = async {
-            let mut all = Vec::with_capacity(self.config.paths.len());
+            let mut versions = Versions::default();
             for path in &self.config.paths {
-                all.push((path.clone(), self.list_path(path).await?));
+                versions.paths.push((path.clone(), self.list_path(path).await?));
             }
-            Ok(all)
+            versions.maps = self.list_maps().await?;
+            Ok(versions)
         };
         match tokio::time::timeout(self.config.timeout, work).await {
             Ok(result) => result,
@@ -218,6 +239,7 @@ impl Watcher {
                 .recursive(true)
                 .with_decryption(false)
                 .max_results(10)
+                .set_parameter_filters(self.config.label.as_deref().map(ssm::label_filter))
                 .set_next_token(next_token.take())
                 .send()
                 .await
@@ -246,6 +268,35 @@ impl Watcher {
         Ok(versions)
     }
 
+    /// Reads the versions of the `--map` parameters in batches of ten, each name at most
+    /// once per batch as the load does, so that results match their request by name.
+    async fn list_maps(&self) -> Result<Vec<(String, Option<i64>)>, Error> {
+        let named: Vec<&MapSpec> = self.config.maps.iter().filter(|m| !m.is_secrets_manager()).collect();
+        let mut versions = Vec::with_capacity(named.len());
+        for batch in load::batch_by_name(&named) {
+            let names: Vec<String> = batch.iter().map(|m| m.request.clone()).collect();
+            let subject = names.join(", ");
+            let output = self
+                .client
+                .get_parameters()
+                .set_names(Some(names))
+                .with_decryption(false)
+                .send()
+                .await
+                .map_err(|e| ssm::classify(e, "GetParameters", "ssm:GetParameters", &subject, &self.aws, &[]))?;
+            let returned = output.parameters.unwrap_or_default();
+            for map in batch {
+                let version = returned
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(map.name.as_str()))
+                    .map(|p| p.version);
+                versions.push((map.request.clone(), version));
+            }
+        }
+        versions.sort();
+        Ok(versions)
+    }
+
     fn fingerprints_of(&self, variables: &[Variable]) -> Vec<Fingerprint> {
         variables
             .iter()
@@ -258,7 +309,7 @@ impl Watcher {
 }
 
 fn versions_of(loaded: &Loaded) -> Versions {
-    loaded
+    let paths = loaded
         .paths
         .iter()
         .map(|(path, parameters)| {
@@ -267,7 +318,15 @@ fn versions_of(loaded: &Loaded) -> Versions {
             versions.sort();
             (path.clone(), versions)
         })
-        .collect()
+        .collect();
+    let mut maps: Vec<(String, Option<i64>)> = loaded
+        .maps
+        .iter()
+        .filter(|(map, _)| !map.is_secrets_manager())
+        .map(|(map, parameter)| (map.request.clone(), Some(parameter.version)))
+        .collect();
+    maps.sort();
+    Versions { paths, maps }
 }
 
 /// Tells whether a load failed because of what Parameter Store contains (the command would
@@ -281,6 +340,9 @@ fn breaks_launch_rules(error: &Error) -> bool {
             | Error::InvalidName { .. }
             | Error::Collision { .. }
             | Error::NulInValue { .. }
+            | Error::NamedNotFound { .. }
+            | Error::NoLabelled { .. }
+            | Error::NotSecure { .. }
     )
 }
 

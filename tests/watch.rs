@@ -22,6 +22,8 @@ struct Counts {
     listed: usize,
     /// Requests rejected with a throttling error instead of being forwarded.
     failed: usize,
+    /// The `ParameterFilters` of the last listing request.
+    listing_filters: serde_json::Value,
     failing: bool,
 }
 
@@ -114,6 +116,7 @@ fn relay(client: TcpStream, upstream: &str, counts: &Mutex<Counts>) {
                 counts.decrypted += 1;
             } else {
                 counts.listed += 1;
+                counts.listing_filters = json["ParameterFilters"].clone();
             }
         }
         if counts.failing {
@@ -383,4 +386,50 @@ fn expiring_credentials_are_refreshed() {
     }
     assert!(!running.stderr().contains("failed"), "{}", running.stderr());
     assert!(running.is_running());
+}
+
+#[test]
+fn mapped_parameter_change_restarts() {
+    let path = unique_path("watch-map");
+    let name = format!("{path}/watched");
+    put_parameters(&[secure(name.clone(), "fake-value-1")]);
+    let mut command = supervisor_command(&moto().url, false);
+    command
+        .env("SHOW_VARIABLE", "WATCHED")
+        .args([INTERVAL, "--map", &format!("WATCHED={name}"), "--"])
+        .args(echo_app());
+    let mut running = Running::start(command);
+    let first = running.expect_line("ready");
+    assert!(first.ends_with(" fake-value-1"), "{first}");
+
+    put_parameters(&[secure(name, "fake-value-2")]);
+    let second = running.expect_line("ready");
+    assert!(second.ends_with(" fake-value-2"), "{second}");
+    running.expect_stderr("changed in Parameter Store: WATCHED (changed)");
+}
+
+#[test]
+fn moved_label_restarts() {
+    // moto applies a label filter to the latest version only, where AWS finds the
+    // labelled version; so each step labels the latest version. In moto, the unlabelled
+    // second version briefly leaves no labelled parameter, which is rejected.
+    let path = unique_path("watch-label");
+    let name = format!("{path}/watched");
+    put_parameters(&[secure(name.clone(), "fake-value-1")]);
+    label_version(&name, 1, "live");
+    let proxy = CountingProxy::start(&moto().url);
+    let mut running = watch(&proxy.url, &path, &["--label", "live"]);
+    let first = running.expect_line("ready");
+    assert!(first.ends_with(" fake-value-1"), "{first}");
+
+    put_parameters(&[secure(name.clone(), "fake-value-2")]);
+    label_version(&name, 2, "live");
+    let second = running.expect_line("ready");
+    assert!(second.ends_with(" fake-value-2"), "{second}");
+
+    let filters = proxy.counts.lock().unwrap().listing_filters.clone();
+    assert_eq!(
+        filters,
+        serde_json::json!([{"Key": "Label", "Option": "Equals", "Values": ["live"]}])
+    );
 }
