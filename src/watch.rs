@@ -24,7 +24,7 @@ use tokio::sync::mpsc::UnboundedSender;
 /// watch interval.
 const RETRY_START: Duration = Duration::from_secs(5);
 
-/// What a poll compares: each path's parameters as `(name, version)` sorted by name, and
+/// The versions a poll compares: each path's parameters as `(name, version)` sorted by name, and
 /// each `--map` request with its parameter's version, `None` when the request is invalid.
 /// Secrets Manager references are left out: they cannot be read without decrypting.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -318,8 +318,9 @@ fn command_exit_ends_watch() {
     assert_eq!(output.status.code(), Some(4), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
-/// A container credentials endpoint on loopback that hands out credentials expiring in
-/// five seconds, inside the SDK's refresh margin, and counts how often it is asked.
+/// Starts a container credentials endpoint on loopback that hands out credentials
+/// expiring in five seconds, inside the SDK's refresh margin. Returns its URL and the
+/// count of requests it has served.
 fn short_lived_credentials() -> (String, Arc<Mutex<usize>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/credentials", listener.local_addr().unwrap());
