@@ -193,3 +193,25 @@ fn launch_writes_no_file_and_no_value_in_argv() {
     assert!(writes.is_empty(), "the launch wrote to the filesystem:\n{}", writes.join("\n"));
     assert!(trace.contains("execve("), "the trace recorded no exec:\n{trace}");
 }
+
+#[test]
+fn canary_hidden_in_supervise_modes() {
+    let path = unique_path("canary-init");
+    let value = canary("init");
+    put_parameters(&[secure(format!("{path}/secret"), &value)]);
+    let modes: [&[&str]; 2] = [&["--init"], &["--watch=500ms"]];
+    for mode in modes {
+        let output = loud(&moto().url)
+            .args(mode)
+            .args(["--path", &path, "--", "sh", "-c", "test -n \"$SECRET\" && sleep 2 && echo arrived"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "arrived\n",
+            "{mode:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_hidden(&output, &value, &format!("{mode:?}"));
+    }
+}

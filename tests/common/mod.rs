@@ -209,8 +209,8 @@ pub fn base_env(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
         ("PATH", std::env::var("PATH").unwrap_or_default()),
         ("HOME", "/nonexistent".into()),
-        ("AWS_CONFIG_FILE", "/nonexistent/config".into()),
-        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials".into()),
+        ("AWS_CONFIG_FILE", "/dev/null".into()),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/dev/null".into()),
         ("AWS_EC2_METADATA_DISABLED", "true".into()),
         ("AWS_ACCESS_KEY_ID", "AKIDTESTONLY".into()),
         ("AWS_SECRET_ACCESS_KEY", "test-secret-key".into()),
