@@ -1,6 +1,7 @@
 //! The child's environment, and replacing this process with the command (`execve`).
 
 use crate::error::Error;
+use crate::load::Variable;
 use nix::errno::Errno;
 use secrecy::{ExposeSecret, SecretString};
 use std::convert::Infallible;
@@ -76,6 +77,44 @@ impl ChildEnvironment {
             .map(|e| CStr::from_bytes_with_nul(e).expect("entries end with their only NUL"))
             .collect()
     }
+}
+
+/// Builds the command's environment from the loaded variables, and logs which variables
+/// already set in the environment were replaced, or kept with `--no-overwrite`.
+pub fn environment_for(
+    inherited: &[(OsString, OsString)],
+    variables: &[Variable],
+    overwrite: bool,
+) -> Result<ChildEnvironment, Error> {
+    let pairs: Vec<(&str, &SecretString)> = variables
+        .iter()
+        .map(|v| (v.name.as_str(), &v.value))
+        .collect();
+    let (environment, existing) = ChildEnvironment::build(inherited, &pairs, overwrite)?;
+    if existing.is_empty() {
+        return Ok(environment);
+    }
+    if overwrite {
+        tracing::warn!(
+            "replacing {} already set in the environment with the Parameter Store value",
+            existing.join(", ")
+        );
+    } else {
+        tracing::info!(
+            "keeping {} already set in the environment (--no-overwrite)",
+            existing.join(", ")
+        );
+    }
+    Ok(environment)
+}
+
+/// Returns the command line for the log, with any loaded value that was also passed as
+/// an argument replaced.
+pub fn loggable_command(command: &[OsString], variables: &[Variable]) -> Vec<String> {
+    command
+        .iter()
+        .map(|arg| crate::error::redact(&arg.to_string_lossy(), variables.iter().map(|v| &v.value)))
+        .collect()
 }
 
 fn entry(name: &[u8], value: &[u8]) -> Zeroizing<Vec<u8>> {

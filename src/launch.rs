@@ -4,11 +4,10 @@
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::error::Error;
-use crate::exec::{self, ChildEnvironment};
+use crate::exec;
 use crate::hardening;
 use crate::load;
 use crate::supervise;
-use secrecy::SecretString;
 use std::convert::Infallible;
 use std::ffi::OsString;
 
@@ -28,40 +27,15 @@ pub fn run(cli: Cli, inherited: Vec<(OsString, OsString)>) -> Result<Infallible,
 
     let report = block_on(load::load_variables(&config))?;
 
-    let pairs: Vec<(&str, &SecretString)> = report
-        .variables
-        .iter()
-        .map(|v| (v.name.as_str(), &v.value))
-        .collect();
-    let (environment, existing) = ChildEnvironment::build(&inherited, &pairs, !config.no_overwrite)?;
-    if !existing.is_empty() && config.no_overwrite {
-        tracing::info!(
-            "keeping {} already set in the environment (--no-overwrite)",
-            existing.join(", ")
-        );
-    } else if !existing.is_empty() {
-        tracing::warn!(
-            "replacing {} already set in the environment with the Parameter Store value",
-            existing.join(", ")
-        );
-    }
+    let environment = exec::environment_for(&inherited, &report.variables, !config.no_overwrite)?;
 
     let search_path = inherited
         .iter()
         .find(|(name, _)| name == "PATH")
         .map(|(_, value)| value.as_os_str());
-    tracing::debug!(command = ?redacted(&cli.command, &report.variables), "executing");
+    tracing::debug!(command = ?exec::loggable_command(&cli.command, &report.variables), "executing");
     core_limit.restore();
     Err(exec::exec(&cli.command, &environment, search_path))
-}
-
-/// Returns the command line for the log, with any loaded value that was also passed as
-/// an argument replaced.
-fn redacted(command: &[OsString], variables: &[load::Variable]) -> Vec<String> {
-    command
-        .iter()
-        .map(|arg| crate::error::redact(&arg.to_string_lossy(), variables.iter().map(|v| &v.value)))
-        .collect()
 }
 
 /// Runs a future on a single-threaded runtime: one launch makes a handful of requests,

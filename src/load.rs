@@ -21,7 +21,6 @@ pub struct Variable {
     pub value: SecretString,
     /// `String`, `StringList` or `SecureString`.
     pub kind: String,
-    pub version: i64,
 }
 
 /// What one load read from Parameter Store.
@@ -381,7 +380,6 @@ impl Variable {
             parameter: parameter.name,
             value: parameter.value,
             kind: parameter.kind,
-            version: parameter.version,
         })
     }
 }

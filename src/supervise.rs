@@ -18,7 +18,6 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
-use secrecy::SecretString;
 use std::ffi::{CStr, OsStr, OsString};
 use std::os::fd::BorrowedFd;
 use std::os::unix::ffi::OsStrExt;
@@ -173,24 +172,8 @@ impl Launcher {
     /// dispositions: qlarius-env catches no signal and ignores only SIGPIPE, which Rust's
     /// standard library resets for the child.
     fn spawn(&self, variables: Vec<Variable>) -> Result<Pid, Error> {
-        let pairs: Vec<(&str, &SecretString)> = variables
-            .iter()
-            .map(|v| (v.name.as_str(), &v.value))
-            .collect();
-        let (environment, existing) = ChildEnvironment::build(&self.inherited, &pairs, self.overwrite)?;
-        if !existing.is_empty() && !self.overwrite {
-            tracing::info!(
-                "keeping {} already set in the environment (--no-overwrite)",
-                existing.join(", ")
-            );
-        } else if !existing.is_empty() {
-            tracing::warn!(
-                "replacing {} already set in the environment with the Parameter Store value",
-                existing.join(", ")
-            );
-        }
-
-        tracing::debug!(command = ?self.command, "starting");
+        let environment = exec::environment_for(&self.inherited, &variables, self.overwrite)?;
+        tracing::debug!(command = ?exec::loggable_command(&self.command, &variables), "starting");
         let child = exec::search(&self.command, self.search_path.as_deref(), |path| {
             self.spawn_file(path, &environment)
         })?;
