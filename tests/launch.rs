@@ -394,3 +394,22 @@ fn later_path_wins_and_is_logged() {
             "DB_HOST from {prod}/db/host replaces the one from {common}/db/host"
         )));
 }
+
+#[test]
+fn quiet_short_lived_command_leaves_stderr_empty() {
+    let path = unique_path("quiet");
+    put_parameters(&[secure(format!("{path}/k"), "v")]);
+    for mode in [None, Some("--init")] {
+        let mut command = qlarius_env(&moto().url);
+        command.args(mode).args(["-q", "--path", &path, "--", "env"]);
+        command.assert().success().stderr("");
+    }
+    // Without -q, exactly the start-up line.
+    let output = qlarius_env(&moto().url)
+        .args(["--path", &path, "--", "env"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("qlarius-env: info: loaded 1 variable from"), "{stderr}");
+}
