@@ -22,6 +22,8 @@ use tokio::time::Instant;
 /// The default IMDS endpoint, used in messages when AWS_EC2_METADATA_SERVICE_ENDPOINT is
 /// not set.
 const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
+/// How the SDK words "this source is not configured"; the reason, if any, follows it.
+const NOT_ENABLED: &str = "the credential provider was not enabled";
 /// The ECS agent's endpoint for AWS_CONTAINER_CREDENTIALS_RELATIVE_URI.
 const ECS_RELATIVE_BASE: &str = "http://169.254.170.2";
 
@@ -125,6 +127,7 @@ impl CredentialChain {
                 Some(url) => format!("container credentials at {url}"),
                 None => "container credentials".into(),
             },
+            Source::InstanceMetadata if imds_disabled() => "instance metadata".into(),
             Source::InstanceMetadata => format!("instance metadata at {}", imds_endpoint()),
         }
     }
@@ -143,7 +146,14 @@ impl CredentialChain {
             Source::Container if container_endpoint().is_none() => {
                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and AWS_CONTAINER_CREDENTIALS_FULL_URI not set".into()
             }
-            _ => one_line(&error_chain(error)),
+            _ => {
+                let said = one_line(&error_chain(error));
+                match said.strip_prefix(NOT_ENABLED) {
+                    Some("") => "not configured".into(),
+                    Some(rest) => rest.trim_start_matches(':').trim().to_string(),
+                    None => said,
+                }
+            }
         }
     }
 
@@ -170,14 +180,16 @@ impl CredentialChain {
     }
 
     fn failed(&self, source: Source, error: CredentialsError, tried: &[String]) -> Error {
-        let mut detail = format!("{}: {}", self.describe(source), one_line(&error_chain(&error)));
-        if source == Source::WebIdentity {
-            if let Some(file) = env_set("AWS_WEB_IDENTITY_TOKEN_FILE") {
-                if !detail.contains(&file) {
-                    detail.push_str(&format!(" (token file {file})"));
-                }
+        let said = without_generic_prefix(&one_line(&error_chain(&error)));
+        let token_file = env_set("AWS_WEB_IDENTITY_TOKEN_FILE").filter(|_| source == Source::WebIdentity);
+        let unreadable_token = token_file.is_some() && said.contains("os error");
+        let mut detail = match &token_file {
+            Some(file) if unreadable_token => format!("{}: cannot read token file {file}: {said}", self.describe(source)),
+            Some(file) if !said.contains(file.as_str()) => {
+                format!("{}: {said} (token file {file})", self.describe(source))
             }
-        }
+            _ => format!("{}: {said}", self.describe(source)),
+        };
         if !tried.is_empty() {
             detail.push_str(&format!("; before it: {}", tried.join("; ")));
         }
@@ -186,9 +198,19 @@ impl CredentialChain {
         let (code, hint) = match &error {
             CredentialsError::ProviderTimedOut(_) => (ExitCode::TempFail, Some(self.timeout_hint(source))),
             CredentialsError::InvalidConfiguration(_) => (ExitCode::Config, None),
+            _ if unreadable_token => (
+                ExitCode::Config,
+                Some("AWS_WEB_IDENTITY_TOKEN_FILE must name a file this user can read; on EKS, \
+                      check the service account's token volume"
+                    .into()),
+            ),
             _ if source == Source::InstanceMetadata && is_unreachable(&lower) => {
                 (ExitCode::TempFail, Some(IMDS_HINT.to_string()))
             }
+            _ if source == Source::Container && is_unreachable(&lower) => (
+                ExitCode::Unavailable,
+                Some("check that the container credentials endpoint is reachable from the container".into()),
+            ),
             _ if is_unreachable(&lower) => (ExitCode::Unavailable, None),
             _ if lower.contains("sso") || lower.contains("expired") => (
                 ExitCode::NoPermission,
@@ -257,8 +279,22 @@ fn container_endpoint() -> Option<String> {
         .or_else(|| env_set("AWS_CONTAINER_CREDENTIALS_FULL_URI"))
 }
 
+fn imds_disabled() -> bool {
+    env_set("AWS_EC2_METADATA_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 fn imds_endpoint() -> String {
     env_set("AWS_EC2_METADATA_SERVICE_ENDPOINT").unwrap_or_else(|| DEFAULT_IMDS_ENDPOINT.into())
+}
+
+/// Removes the SDK's generic lead-in ("an error occurred while loading credentials: "),
+/// which says nothing the error line does not already say.
+fn without_generic_prefix(text: &str) -> String {
+    ["an error occurred while loading credentials: ", "unexpected credentials error: "]
+        .iter()
+        .find_map(|prefix| text.strip_prefix(prefix))
+        .unwrap_or(text)
+        .to_string()
 }
 
 /// Whether an error text describes a connection that failed or got no answer.

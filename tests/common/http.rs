@@ -5,7 +5,7 @@
 //! Every connection is served on its own thread; a stalled reply is bounded in time so
 //! that no test can hang for long.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,6 +38,7 @@ pub enum HttpReply {
     Response {
         status: u16,
         content_type: &'static str,
+        headers: Vec<(&'static str, String)>,
         body: String,
     },
     /// Reads the request and never answers (until the stall limit).
@@ -49,6 +50,7 @@ impl HttpReply {
         HttpReply::Response {
             status: 200,
             content_type: "application/json",
+            headers: Vec::new(),
             body: body.into(),
         }
     }
@@ -57,6 +59,7 @@ impl HttpReply {
         HttpReply::Response {
             status: 200,
             content_type: "text/xml",
+            headers: Vec::new(),
             body: body.into(),
         }
     }
@@ -65,8 +68,17 @@ impl HttpReply {
         HttpReply::Response {
             status,
             content_type: "text/plain",
+            headers: Vec::new(),
             body: body.into(),
         }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> HttpReply {
+        if let HttpReply::Response { headers, .. } = &mut self {
+            headers.push((name, value.into()));
+        }
+        self
     }
 }
 
@@ -111,13 +123,18 @@ fn serve(stream: TcpStream, recorded: &Mutex<Vec<HttpRequest>>, handler: &Handle
             HttpReply::Response {
                 status,
                 content_type,
+                headers,
                 body,
             } => {
-                let head = format!(
-                    "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                let mut head = format!(
+                    "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
                     if status < 400 { "OK" } else { "Error" },
                     body.len()
                 );
+                for (name, value) in headers {
+                    head.push_str(&format!("{name}: {value}\r\n"));
+                }
+                head.push_str("\r\n");
                 if writer.write_all(head.as_bytes()).is_err() || writer.write_all(body.as_bytes()).is_err() {
                     return;
                 }
