@@ -364,12 +364,11 @@ fn missing_credentials_name_each_source() {
 
     assert_eq!(code, Some(78), "{stderr}");
     for expected in [
-        "environment variables: AWS_ACCESS_KEY_ID not set",
-        "profile default:",
-        "web identity: AWS_WEB_IDENTITY_TOKEN_FILE not set",
-        "container credentials: AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and AWS_CONTAINER_CREDENTIALS_FULL_URI not set",
-        "instance metadata: ",
-        "AWS_EC2_METADATA_DISABLED",
+        "environment variables (AWS_ACCESS_KEY_ID not set)",
+        "profile default (not configured)",
+        "web identity (AWS_WEB_IDENTITY_TOKEN_FILE not set)",
+        "container credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and AWS_CONTAINER_CREDENTIALS_FULL_URI not set)",
+        "instance metadata (disabled by AWS_EC2_METADATA_DISABLED)",
     ] {
         assert!(stderr.contains(expected), "missing {expected:?} in {stderr}");
     }

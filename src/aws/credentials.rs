@@ -109,7 +109,7 @@ impl CredentialChain {
                 }
                 Err(CredentialsError::CredentialsNotLoaded(context)) => {
                     let said = self.not_loaded_reason(*source, &CredentialsError::CredentialsNotLoaded(context));
-                    tried.push(format!("{}: {said}", self.describe(*source)));
+                    tried.push(format!("{} ({said})", self.describe(*source)));
                 }
                 Err(error) => return Err(self.failed(*source, error, &tried)),
             }
@@ -143,6 +143,7 @@ impl CredentialChain {
                 "AWS_WEB_IDENTITY_TOKEN_FILE not set".into()
             }
             Source::WebIdentity if !set("AWS_ROLE_ARN") => "AWS_ROLE_ARN not set".into(),
+            Source::InstanceMetadata if imds_disabled() => "disabled by AWS_EC2_METADATA_DISABLED".into(),
             Source::Container if container_endpoint().is_none() => {
                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI and AWS_CONTAINER_CREDENTIALS_FULL_URI not set".into()
             }
