@@ -4,7 +4,7 @@
 mod common;
 
 use common::fake::{FakeAws, Reply, page};
-use common::http::Proxy;
+use common::http::{Proxy, TEST_CA, TlsServer};
 use common::*;
 use std::process::Output;
 use std::time::Duration;
@@ -378,4 +378,27 @@ fn https_endpoint_goes_through_connect() {
         assert_eq!(request.target, format!("127.0.0.1:{port}"));
         assert!(request.header("proxy-authorization").is_some());
     }
+}
+
+#[test]
+fn https_proxy_tunnels_to_parameter_store() {
+    let server = TlsServer::start(page(&[("/app/db-password", "fake-db-password")], None));
+    let proxy = Proxy::start(Some(("proxyuser", "pr0xy-pa55")));
+    let mut command = qlarius_env(&server.url);
+    command
+        .env("HTTPS_PROXY", &proxy.url)
+        .env("NO_PROXY", "169.254.169.254,localhost")
+        .env("SSL_CERT_FILE", TEST_CA)
+        .args(["-vv", "--path", PATH, "--", "printenv", "DB_PASSWORD"]);
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "fake-db-password\n");
+    let requests = proxy.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].method, "CONNECT");
+    assert_eq!(requests[0].target, server.url.trim_start_matches("https://"));
+    assert_eq!(server.requests().len(), 1);
+    assert!(!stderr.contains("pr0xy-pa55"), "{stderr}");
 }

@@ -304,3 +304,71 @@ fn relay(reader: BufReader<TcpStream>, client: TcpStream, upstream: TcpStream) {
     let _ = to_client.shutdown(Shutdown::Write);
     let _ = up.join();
 }
+
+/// An HTTPS server on 127.0.0.1 that answers every request with `body` as a 200 JSON
+/// response, using the test certificate in `tests/data` (trusted through SSL_CERT_FILE
+/// set to [`TEST_CA`]).
+pub struct TlsServer {
+    pub url: String,
+    requests: Arc<Mutex<Vec<HttpRequest>>>,
+}
+
+/// The CA that signed the test server's certificate.
+pub const TEST_CA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/loopback-ca.pem");
+
+impl TlsServer {
+    pub fn start(body: String) -> TlsServer {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+        let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+        let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(format!("{data}/loopback-cert.pem"))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(format!("{data}/loopback-key.pem")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let config = Arc::new(config);
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("https://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let recorded = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (config, recorded, body) = (config.clone(), recorded.clone(), body.clone());
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(STALL_LIMIT));
+                    let Ok(connection) = rustls::ServerConnection::new(config) else { return };
+                    let mut tls = BufReader::new(rustls::StreamOwned::new(connection, stream));
+                    while let Some(request) = read_request(&mut tls) {
+                        recorded.lock().unwrap().push(request);
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let writer = tls.get_mut();
+                        if writer.write_all(head.as_bytes()).is_err()
+                            || writer.write_all(body.as_bytes()).is_err()
+                            || writer.flush().is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TlsServer { url, requests }
+    }
+
+    pub fn requests(&self) -> Vec<HttpRequest> {
+        self.requests.lock().unwrap().clone()
+    }
+}
