@@ -5,7 +5,7 @@ Store on loopback that throttles above a fixed request rate, as the real service
 
 Prints one Markdown table row per scenario: launches, how many started, exit codes of
 the others, time from the first launch to the last start, requests sent and requests
-throttled. Everything stays on 127.0.0.1; the number of launches and the run time are
+throttled. The first line of each distinct error goes to stderr with its count. Everything stays on 127.0.0.1; the number of launches and the run time are
 bounded.
 
 Usage: scripts/fleet-start.py [--launches 200] [--rate 40] [--parameters 4]
@@ -112,14 +112,16 @@ def run_scenario(binary, launches, rate, parameters, extra_args, extra_env):
 
     started = time.monotonic()
     processes = [
-        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         for _ in range(launches)
     ]
     finished = {}
+    errors = collections.Counter()
     while len(finished) < launches and time.monotonic() - started < SCENARIO_TIME_LIMIT:
         for i, process in enumerate(processes):
             if i not in finished and process.poll() is not None:
                 finished[i] = (process.returncode, time.monotonic() - started)
+                errors[process.stderr.read().decode(errors="replace").split("\n")[0][:100]] += 1
         time.sleep(0.01)
     for i, process in enumerate(processes):
         if i not in finished:
@@ -136,6 +138,7 @@ def run_scenario(binary, launches, rate, parameters, extra_args, extra_env):
         "last_start": max(successes) if successes else None,
         "requests": store.requests,
         "throttled": store.throttled,
+        "errors": {e: n for e, n in errors.items() if e},
     }
 
 
@@ -169,6 +172,8 @@ def main():
             last = f"{r['last_start']:.1f}" if r["last_start"] is not None else "-"
             print(f"| {label} | {r['started']}/{options.launches} | {failed} | {last} | "
                   f"{r['requests']} | {r['throttled']} |", flush=True)
+            for error, count in r["errors"].items():
+                print(f"    {label}: {count} x {error}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -30,11 +30,11 @@ use credentials::CredentialChain;
 use proxy::ProxySettings;
 use std::time::Duration;
 
-/// Longest time allowed to open a TCP (and TLS) connection.
+/// Maximum time to open a TCP (and TLS) connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest time allowed for one attempt, from sending the request to the end of the
-/// response. A third of the budget when that is shorter, so that a stalled attempt
-/// leaves time for at least two more.
+/// Maximum time for one attempt, from sending the request to the end of the response.
+/// A third of the budget is used instead when that is shorter, so that a stalled attempt
+/// leaves time for two more.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A configured SDK, ready to build service clients.
@@ -154,8 +154,8 @@ fn timeout_config(budget: Duration) -> TimeoutConfig {
         .build()
 }
 
-/// Whether the container credentials endpoint is an `https://` URL. The metadata service
-/// and the ECS agent speak plain HTTP; only a full URI may use TLS.
+/// Returns whether the container credentials endpoint is an `https://` URL. The metadata
+/// service and the ECS agent use plain HTTP, and only a full URI may use TLS.
 fn local_endpoint_uses_tls() -> bool {
     std::env::var("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_ok_and(|url| url.starts_with("https://"))
 }

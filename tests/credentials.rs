@@ -17,7 +17,7 @@ fn parameter_store() -> FakeAws {
     FakeAws::start(vec![Reply::ok(page(&[("/app/db-password", "fake-db-password")], None))])
 }
 
-/// A command without the static keys that `qlarius_env` sets.
+/// Returns a command without the static keys that `qlarius_env` sets.
 fn without_keys(endpoint: &str) -> assert_cmd::Command {
     let mut command = qlarius_env(endpoint);
     command
@@ -31,7 +31,7 @@ fn run(mut command: assert_cmd::Command) -> (Option<i32>, String) {
     (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
-/// The access key id that signed the one Parameter Store request.
+/// Returns the access key id that signed the one Parameter Store request.
 fn signing_key(fake: &FakeAws) -> String {
     let requests = fake.requests();
     assert_eq!(requests.len(), 1, "{requests:?}");
@@ -46,7 +46,7 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-/// A form-encoded field of an STS query request.
+/// Returns a form-encoded field of an STS query request.
 fn form_field<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
     request
         .body
@@ -54,7 +54,7 @@ fn form_field<'a>(request: &'a HttpRequest, name: &str) -> Option<&'a str> {
         .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
-/// A fake STS that answers AssumeRole and AssumeRoleWithWebIdentity with session
+/// Starts a fake STS that replies to AssumeRole and AssumeRoleWithWebIdentity with session
 /// credentials whose access key id is `key`.
 fn sts(key: &'static str) -> HttpServer {
     HttpServer::start(move |request| {
@@ -91,8 +91,9 @@ fn container_credentials_json(key: &str) -> String {
     .to_string()
 }
 
-/// A fake IMDSv2: a token from PUT /latest/api/token, then role name and credentials,
-/// each only with the token. `answer_token: false` never answers the token request.
+/// Starts a fake IMDSv2: a token from PUT /latest/api/token, then the role name and
+/// credentials, each only with the token. With `answer_token: false` the token request
+/// gets no response.
 fn metadata_service(answer_token: bool) -> HttpServer {
     HttpServer::start(move |request| {
         let token_ok = request.header("x-aws-ec2-metadata-token") == Some("fake-imds-token");
@@ -448,7 +449,8 @@ fn expired_sso_token_says_how_to_refresh() {
     assert_eq!(code, Some(77), "{stderr}");
     assert!(stderr.contains("profile dev"), "{stderr}");
     assert!(stderr.contains("expired"), "{stderr}");
-    assert!(stderr.contains("hint: ") && stderr.contains("aws sso login --profile dev"), "{stderr}");
+    assert!(stderr.contains("hint: "), "{stderr}");
+    assert!(stderr.contains("aws sso login --profile dev"), "{stderr}");
     assert!(fake.requests().is_empty());
     assert!(portal.requests().is_empty());
 }

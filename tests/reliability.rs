@@ -356,7 +356,7 @@ fn no_proxy_bypasses_proxy() {
 #[test]
 fn https_endpoint_goes_through_connect() {
     // The proxy tunnels to a plain-HTTP listener, so the TLS handshake fails after the
-    // tunnel is up; what matters here is the CONNECT request and its credentials.
+    // tunnel is up. This test checks the CONNECT request and its credentials only.
     let target = FakeAws::start(vec![one_page()]);
     let port = target.url.rsplit(':').next().unwrap();
     let proxy = Proxy::start(Some(("proxyuser", "pr0xy-pa55")));

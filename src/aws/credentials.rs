@@ -1,9 +1,10 @@
 //! Credentials: the SDK's default sources, tried in the SDK's order, with a record of
 //! what each one returned.
 //!
-//! The SDK's own chain reports only the first hard failure, and only in its debug log;
-//! this one names every source it tried and what each said, and bounds the whole search
-//! by the start-up budget, naming the source it was waiting on when the budget ran out.
+//! The SDK's own chain reports the other sources' results only in its debug log. This
+//! chain names every source it tried with the error each returned. It also bounds the
+//! whole search by the start-up budget and names the source it was waiting on when the
+//! budget ran out.
 
 use crate::error::{Error, ExitCode};
 use crate::ssm::error_chain;
@@ -22,7 +23,7 @@ use tokio::time::Instant;
 /// The default IMDS endpoint, used in messages when AWS_EC2_METADATA_SERVICE_ENDPOINT is
 /// not set.
 const DEFAULT_IMDS_ENDPOINT: &str = "http://169.254.169.254";
-/// How the SDK words "this source is not configured"; the reason, if any, follows it.
+/// The SDK's message for a source that is not configured, followed by the reason, if any.
 const NOT_ENABLED: &str = "the credential provider was not enabled";
 /// The ECS agent's endpoint for AWS_CONTAINER_CREDENTIALS_RELATIVE_URI.
 const ECS_RELATIVE_BASE: &str = "http://169.254.170.2";
@@ -57,9 +58,9 @@ impl std::fmt::Debug for CredentialChain {
 }
 
 impl CredentialChain {
-    /// Builds the chain. `remote` reaches STS and the SSO portal (through the proxy, if
-    /// one is set); `local` reaches the container and instance metadata endpoints, never
-    /// through a proxy.
+    /// Builds the chain. `remote` reaches STS and the SSO portal, through the proxy if
+    /// one is set. `local` reaches the container and instance metadata endpoints and never
+    /// uses a proxy.
     pub fn new(remote: &ProviderConfig, local: &ProviderConfig, profile: Option<&str>) -> CredentialChain {
         let mut profile_provider = ProfileFileCredentialsProvider::builder().configure(remote);
         if let Some(name) = profile {
@@ -132,8 +133,8 @@ impl CredentialChain {
         }
     }
 
-    /// Explains why a source had nothing to offer. The environment and web identity
-    /// sources only say "not set", so the variables are named here instead.
+    /// Explains why a source returned no credentials. The environment and web identity
+    /// providers return only "not set", so the variables are named here instead.
     fn not_loaded_reason(&self, source: Source, error: &CredentialsError) -> String {
         let set = |name: &str| env_set(name).is_some();
         match source {
@@ -234,8 +235,8 @@ impl CredentialChain {
     }
 
     fn nothing_found(&self, tried: Vec<String>) -> Error {
-        // A metadata service that did not answer is the likely cause in a container on
-        // EC2, so it gets the hop-limit hint instead of the generic one.
+        // A metadata service that timed out is the likely cause in a container on EC2,
+        // so it gets the hop-limit hint instead of the generic one.
         let imds_silent = tried
             .last()
             .is_some_and(|t| t.starts_with("instance metadata") && is_unreachable(&t.to_ascii_lowercase()));
@@ -289,7 +290,7 @@ fn imds_endpoint() -> String {
 }
 
 /// Removes the SDK's generic lead-in ("an error occurred while loading credentials: "),
-/// which says nothing the error line does not already say.
+/// which repeats what the error line already states.
 fn without_generic_prefix(text: &str) -> String {
     ["an error occurred while loading credentials: ", "unexpected credentials error: "]
         .iter()
@@ -298,7 +299,7 @@ fn without_generic_prefix(text: &str) -> String {
         .to_string()
 }
 
-/// Whether an error text describes a connection that failed or got no answer.
+/// Returns whether an error text describes a connection that failed or timed out.
 fn is_unreachable(lower: &str) -> bool {
     ["timeout", "timed out", "dispatch failure", "connection refused", "io error", "could not communicate"]
         .iter()

@@ -1,9 +1,9 @@
 //! Proxy settings from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY.
 //!
 //! The variables are read here, not by the HTTP stack, so that the credential endpoints
-//! on the instance (metadata service, container credentials) are always added to the
-//! no-proxy rules: a proxy outside the instance cannot reach them, and must not see the
-//! requests that return the instance's credentials.
+//! on the instance (metadata service, container credentials) are always in the no-proxy
+//! rules. A proxy outside the instance cannot reach them, and must not see the requests
+//! that return the instance's credentials.
 
 use crate::error::Error;
 use aws_smithy_http_client::proxy::ProxyConfig;
@@ -34,7 +34,7 @@ struct ProxyUrl {
 }
 
 impl ProxyUrl {
-    /// The URL with any password replaced by `***`.
+    /// Returns the URL with any password replaced by `***`.
     fn redacted(&self) -> String {
         redact_userinfo(&self.url)
     }
@@ -70,9 +70,12 @@ impl ProxySettings {
         })
     }
 
-    /// The proxy configuration for a client that sends HTTPS requests (`tls`) or plain
-    /// HTTP requests. Each client serves one scheme: the SDK's HTTP connector takes a
-    /// single proxy configuration.
+    /// Returns the proxy configuration for a client that sends HTTPS requests (`tls`) or
+    /// plain HTTP requests. Each client serves one scheme because the SDK's HTTP connector
+    /// takes a single proxy configuration.
+    ///
+    /// NOTE: an `http://` STS or SSO endpoint (an emulator) is reached through the HTTPS
+    /// client, so HTTP_PROXY does not apply to it.
     pub fn for_scheme(&self, tls: bool) -> ProxyConfig {
         let chosen = if tls { &self.https } else { &self.http };
         let Some(proxy) = chosen else {
@@ -83,7 +86,7 @@ impl ProxySettings {
         } else {
             ProxyConfig::http(proxy.url.as_str())
         };
-        // The URL was checked in `from_env`, so this cannot fail.
+        // `ensure_proxy_url` ran the same check on this URL, so this cannot fail.
         config
             .map(|c| c.no_proxy(&self.no_proxy))
             .unwrap_or_else(|_| ProxyConfig::disabled())

@@ -1,10 +1,10 @@
 //! Retry settings and the retry log.
 //!
 //! The SDK retries throttling, 5xx, timeouts and connection errors with exponential
-//! backoff and full jitter (each delay is uniform between zero and
-//! `min(1 s × 2^(attempt-1), 20 s)`); it does not retry access denied, not found or
-//! validation errors. qlarius-env only chooses the mode and the number of attempts, and
-//! logs every retry, because the SDK logs them at debug level only.
+//! backoff and full jitter: each delay is uniform between zero and
+//! `min(1 s × 2^(attempt-1), 20 s)` (aws-smithy-runtime 1.16). It does not retry access
+//! denied, not found or validation errors. qlarius-env chooses the mode and the number
+//! of attempts, and logs every retry, because the SDK logs them at debug level only.
 
 use crate::error::Error;
 use aws_sdk_ssm::operation::get_parameters::GetParametersError;
@@ -23,8 +23,8 @@ use aws_smithy_types::retry::{RetryConfig, RetryMode};
 use std::sync::Mutex;
 use std::time::Instant;
 
-/// The cause of the latest failed attempt of any request, kept so that an error for a
-/// budget that ran out during retries can say what the retries were about.
+/// The cause of the latest failed attempt of any request. An error for a budget that ran
+/// out during retries includes it, so the operator sees why the requests were retried.
 static LAST_FAILURE: Mutex<Option<String>> = Mutex::new(None);
 
 /// Returns the cause of the latest failed attempt, if any attempt failed.
@@ -32,17 +32,19 @@ pub fn last_failure() -> Option<String> {
     LAST_FAILURE.lock().ok().and_then(|last| last.clone())
 }
 
-/// Attempts per request when AWS_MAX_ATTEMPTS is not set. Chosen with the fleet-start
-/// simulation in `scripts/fleet-start.py`: with 200 launches against a quota of 40
-/// requests a second, every launch started; docs/benchmarks.md has the numbers.
+/// Attempts per request when AWS_MAX_ATTEMPTS is not set. Chosen with
+/// `scripts/fleet-start.py` (200 launches against a fake that throttles above 40
+/// requests a second): every launch started in each run with 8 attempts, while 5 lost a
+/// launch or two in some runs and 3 lost over a third. docs/benchmarks.md has the numbers.
+/// The start-up budget, not the attempt count, bounds how long the retries last.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 
-/// Retry mode when AWS_RETRY_MODE is not set. Adaptive mode was measured as well: its
-/// client-side rate limiter only sees one process's few requests, so after a throttle it
-/// slows each launch by seconds without helping the fleet.
+/// Retry mode when AWS_RETRY_MODE is not set. In the same simulation adaptive mode let
+/// only 93 to 182 of 200 launches start. The others ran out of the 30 s budget while the
+/// client-side rate limiter, which each process keeps for itself, delayed their requests.
 pub const DEFAULT_RETRY_MODE: RetryMode = RetryMode::Standard;
 
-/// The retry mode and attempts from AWS_RETRY_MODE and AWS_MAX_ATTEMPTS, or the defaults
+/// Builds the retry settings from AWS_RETRY_MODE and AWS_MAX_ATTEMPTS, or the defaults
 /// above. Invalid values are rejected here, because the SDK would panic on them.
 ///
 /// NOTE: `retry_mode` and `max_attempts` in the shared config file are not read; only
@@ -89,7 +91,7 @@ pub fn retry_config(env: impl Fn(&str) -> Option<String>) -> Result<RetryConfig,
 #[derive(Debug)]
 pub struct RetryLog;
 
-/// What made the previous attempt fail, and when.
+/// The cause and time of the previous attempt's failure.
 #[derive(Debug, Clone)]
 struct FailedAttempt {
     reason: String,

@@ -10,7 +10,7 @@ use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The longest a `Stall` reply holds a connection open.
+/// Maximum time a `Stall` reply keeps a connection open.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 
 /// One request as a loopback server received it.
@@ -41,7 +41,7 @@ pub enum HttpReply {
         headers: Vec<(&'static str, String)>,
         body: String,
     },
-    /// Reads the request and never answers (until the stall limit).
+    /// Reads the request and sends no response (until the stall limit).
     Stall,
 }
 
@@ -84,7 +84,7 @@ impl HttpReply {
 
 type Handler = dyn Fn(&HttpRequest) -> HttpReply + Send + Sync;
 
-/// A loopback HTTP server that answers each request with `handler`.
+/// A loopback HTTP server that replies to each request with `handler`.
 pub struct HttpServer {
     pub url: String,
     requests: Arc<Mutex<Vec<HttpRequest>>>,
@@ -187,8 +187,8 @@ pub fn read_request(reader: &mut impl BufRead) -> Option<HttpRequest> {
 }
 
 /// A forward proxy on loopback. It forwards absolute-URI requests (plain HTTP through a
-/// proxy) and tunnels CONNECT requests, but only to loopback addresses; anything else is
-/// answered with 403. With `password`, it requires Basic authentication.
+/// proxy) and tunnels CONNECT requests, but only to 127.0.0.1, and rejects any other
+/// destination with 403. With credentials, it requires Basic authentication.
 pub struct Proxy {
     pub url: String,
     requests: Arc<Mutex<Vec<HttpRequest>>>,
@@ -196,7 +196,7 @@ pub struct Proxy {
 
 impl Proxy {
     /// Starts the proxy. `credentials` is `Some(("user", "password"))` for a proxy that
-    /// answers 407 to requests without them.
+    /// rejects requests without them with 407.
     pub fn start(credentials: Option<(&str, &str)>) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -305,7 +305,7 @@ fn relay(reader: BufReader<TcpStream>, client: TcpStream, upstream: TcpStream) {
     let _ = up.join();
 }
 
-/// An HTTPS server on 127.0.0.1 that answers every request with `body` as a 200 JSON
+/// An HTTPS server on 127.0.0.1 that replies to every request with `body` as a 200 JSON
 /// response, using the test certificate in `tests/data` (trusted through SSL_CERT_FILE
 /// set to [`TEST_CA`]).
 pub struct TlsServer {
