@@ -131,7 +131,10 @@ async fn within_budget(
     pending: &Pending,
     work: impl Future<Output = Result<Loaded, Error>>,
 ) -> Result<Loaded, Error> {
-    match tokio::time::timeout_at(deadline, work).await {
+    // Pinned here so that `work`, and the pending-operation guards it holds, outlive the
+    // timeout: dropping it first would leave nothing to name in the error.
+    let mut work = std::pin::pin!(work);
+    match tokio::time::timeout_at(deadline, work.as_mut()).await {
         Ok(result) => result,
         Err(_) => Err(Error::TimedOut {
             waiting_on: aws::describe_wait(pending.describe()),
