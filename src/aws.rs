@@ -26,7 +26,8 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_types::region::Region;
 use base64::Engine;
-use credentials::CredentialChain;
+use credentials::{ChainProvider, CredentialChain};
+use std::sync::Arc;
 use proxy::ProxySettings;
 use std::time::Duration;
 
@@ -47,7 +48,7 @@ pub struct Aws {
     /// The HTTP client for Parameter Store: plain HTTP for an `http://` endpoint, so that
     /// no trust roots are parsed on a launch that never uses TLS.
     pub ssm_http_client: SharedHttpClient,
-    credentials: CredentialChain,
+    credentials: Arc<CredentialChain>,
     budget: Duration,
 }
 
@@ -76,7 +77,11 @@ pub async fn configure(config: &Config) -> Result<Aws, Error> {
     let local = ProviderConfig::without_region()
         .with_region(Some(Region::new(region.clone())))
         .with_http_client(http_client(local_endpoint_uses_tls(), ProxyConfig::disabled()));
-    let credentials = CredentialChain::new(&remote, &local, config.profile.as_deref());
+    let credentials = Arc::new(CredentialChain::new(&remote, &local, config.profile.as_deref()));
+    let refreshing = ChainProvider {
+        chain: credentials.clone(),
+        budget: config.timeout,
+    };
 
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.clone()))
@@ -84,9 +89,9 @@ pub async fn configure(config: &Config) -> Result<Aws, Error> {
         .app_name(AppName::new(concat!("qlarius-env-", env!("CARGO_PKG_VERSION"))).expect("valid app name"))
         .timeout_config(timeouts)
         .retry_config(retry_config)
-        // Credentials come from `resolve_credentials`; this keeps the loader from
-        // building a second default chain.
-        .no_credentials();
+        // The same chain as `resolve_credentials`, for clients that refresh credentials;
+        // it also keeps the loader from building a second default chain.
+        .credentials_provider(SharedCredentialsProvider::new(refreshing));
     if let Some(profile) = &config.profile {
         loader = loader.profile_name(profile);
     }

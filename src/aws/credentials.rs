@@ -15,8 +15,9 @@ use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_config::provider_config::ProviderConfig;
 use aws_config::web_identity_token::WebIdentityTokenCredentialsProvider;
 use aws_credential_types::Credentials;
-use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::provider::error::CredentialsError;
+use aws_credential_types::provider::{ProvideCredentials, future};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -62,6 +63,8 @@ impl CredentialChain {
     /// one is set. `local` reaches the container and instance metadata endpoints and never
     /// uses a proxy.
     pub fn new(remote: &ProviderConfig, local: &ProviderConfig, profile: Option<&str>) -> CredentialChain {
+        warn_about_empty_keys();
+
         let mut profile_provider = ProfileFileCredentialsProvider::builder().configure(remote);
         if let Some(name) = profile {
             profile_provider = profile_provider.profile_name(name);
@@ -94,8 +97,6 @@ impl CredentialChain {
     /// Tries each source in turn until one returns credentials, giving up at `deadline`.
     /// `budget` is the whole start-up budget, named in the error when it runs out.
     pub async fn resolve(&self, deadline: Instant, budget: Duration) -> Result<Credentials, Error> {
-        warn_about_empty_keys();
-
         let mut tried: Vec<String> = Vec::new();
         for (source, provider) in &self.sources {
             tracing::debug!("trying {}", self.describe(*source));
@@ -250,6 +251,30 @@ impl CredentialChain {
         Error::NoCredentials {
             detail: tried.join("; "),
         }
+    }
+}
+
+/// The chain as an SDK credentials provider, for a client that lives long enough to need
+/// fresh credentials (the watch mode): the SDK's identity cache calls it again before the
+/// credentials expire. Each call gets the whole start-up budget.
+#[derive(Clone, Debug)]
+pub struct ChainProvider {
+    pub chain: Arc<CredentialChain>,
+    pub budget: Duration,
+}
+
+impl ProvideCredentials for ChainProvider {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(async move {
+            let deadline = Instant::now() + self.budget;
+            self.chain.resolve(deadline, self.budget).await.map_err(|error| match error {
+                Error::NoCredentials { .. } => CredentialsError::not_loaded(error.to_string()),
+                _ => CredentialsError::provider_error(error.to_string()),
+            })
+        })
     }
 }
 
