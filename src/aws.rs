@@ -1,16 +1,22 @@
-//! AWS SDK set-up: region, credentials, HTTP client, timeouts, retries and user agent.
+//! AWS SDK set-up: region, credentials, HTTP clients and proxies, timeouts, retries and
+//! user agent.
 //!
 //! Nothing here sends a request before the region is known, so a missing region fails at
 //! once. Credentials are resolved once, explicitly, so that a failure names the
 //! credential sources instead of surfacing as a generic dispatch error.
 
+mod credentials;
+mod proxy;
+mod retry;
+
+pub use retry::RetryLog;
+
 use crate::config::{Config, RegionSource};
-use crate::error::{Error, ExitCode};
+use crate::error::Error;
+use aws_config::provider_config::ProviderConfig;
 use aws_config::{AppName, BehaviorVersion, SdkConfig};
-use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
-use aws_credential_types::provider::error::CredentialsError;
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use aws_smithy_http_client::{Connector, proxy::ProxyConfig};
 use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
@@ -20,14 +26,17 @@ use aws_smithy_runtime_api::client::http::{
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_types::region::Region;
 use base64::Engine;
+use credentials::{ChainProvider, CredentialChain};
+use std::sync::Arc;
+use proxy::ProxySettings;
 use std::time::Duration;
 
-/// Time allowed to open a TCP (and TLS) connection.
+/// Maximum time to open a TCP (and TLS) connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time allowed for one attempt, from sending the request to the end of the response.
+/// Maximum time for one attempt, from sending the request to the end of the response.
+/// A third of the budget is used instead when that is shorter, so that a stalled attempt
+/// leaves time for two more.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts per request when neither AWS_MAX_ATTEMPTS nor AWS_RETRY_MODE is set.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 
 /// A configured SDK, ready to build service clients.
 pub struct Aws {
@@ -39,6 +48,8 @@ pub struct Aws {
     /// The HTTP client for Parameter Store: plain HTTP for an `http://` endpoint, so that
     /// no trust roots are parsed on a launch that never uses TLS.
     pub ssm_http_client: SharedHttpClient,
+    credentials: Arc<CredentialChain>,
+    budget: Duration,
 }
 
 /// Resolves the region and builds the SDK configuration. Sends no request.
@@ -47,18 +58,42 @@ pub async fn configure(config: &Config) -> Result<Aws, Error> {
         Some(found) => found.clone(),
         None => profile_region(config.profile.as_deref()).await?,
     };
+    let env = |name: &str| std::env::var(name).ok();
+    let retry_config = retry::retry_config(env)?;
+    let proxies = ProxySettings::from_env(env)?;
+    tracing::debug!(
+        "retry mode {:?}, {} attempts; {}",
+        retry_config.mode(),
+        retry_config.max_attempts(),
+        proxies.describe()
+    );
 
-    let https_client = http_client(true);
+    let https_client = http_client(true, proxies.for_scheme(true));
+    let timeouts = timeout_config(config.timeout);
+    let remote = ProviderConfig::without_region()
+        .with_region(Some(Region::new(region.clone())))
+        .with_http_client(https_client.clone())
+        .with_timeout_config(timeouts.clone());
+    let local = ProviderConfig::without_region()
+        .with_region(Some(Region::new(region.clone())))
+        .with_http_client(http_client(local_endpoint_uses_tls(), ProxyConfig::disabled()));
+    let credentials = Arc::new(CredentialChain::new(&remote, &local, config.profile.as_deref()));
+    let refreshing = ChainProvider {
+        chain: credentials.clone(),
+        budget: config.timeout,
+    };
+
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.clone()))
         .http_client(https_client.clone())
         .app_name(AppName::new(concat!("qlarius-env-", env!("CARGO_PKG_VERSION"))).expect("valid app name"))
-        .timeout_config(timeout_config(config.timeout));
+        .timeout_config(timeouts)
+        .retry_config(retry_config)
+        // The same chain as `resolve_credentials`, for clients that refresh credentials;
+        // it also keeps the loader from building a second default chain.
+        .credentials_provider(SharedCredentialsProvider::new(refreshing));
     if let Some(profile) = &config.profile {
         loader = loader.profile_name(profile);
-    }
-    if std::env::var_os("AWS_MAX_ATTEMPTS").is_none() && std::env::var_os("AWS_RETRY_MODE").is_none() {
-        loader = loader.retry_config(RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS));
     }
     let sdk_config = loader.load().await;
 
@@ -66,7 +101,11 @@ pub async fn configure(config: &Config) -> Result<Aws, Error> {
         .endpoint_url
         .as_deref()
         .is_some_and(|url| url.starts_with("http://"));
-    let ssm_http_client = if plain_http { http_client(false) } else { https_client };
+    let ssm_http_client = if plain_http {
+        http_client(false, proxies.for_scheme(false))
+    } else {
+        https_client
+    };
 
     Ok(Aws {
         sdk_config,
@@ -74,7 +113,27 @@ pub async fn configure(config: &Config) -> Result<Aws, Error> {
         region_source,
         endpoint_url: config.endpoint_url.clone(),
         ssm_http_client,
+        credentials,
+        budget: config.timeout,
     })
+}
+
+/// Describes what a launch was waiting for when its budget ran out, with the cause of
+/// the last failed attempt when requests were being retried.
+pub fn describe_wait(stage: String) -> String {
+    match retry::last_failure() {
+        Some(reason) => format!("{stage} (the last attempt failed with {reason})"),
+        None => stage,
+    }
+}
+
+/// Waits a random time between zero and `max`, so that a fleet started at once spreads
+/// its first requests.
+pub async fn splay(max: Option<Duration>) {
+    let Some(max) = max else { return };
+    let delay = max.mul_f64(fastrand::f64());
+    tracing::debug!("waiting {} ms (--splay {}) before the first request", delay.as_millis(), humantime::format_duration(max));
+    tokio::time::sleep(delay).await;
 }
 
 async fn profile_region(profile: Option<&str>) -> Result<(String, RegionSource), Error> {
@@ -91,22 +150,29 @@ async fn profile_region(profile: Option<&str>) -> Result<(String, RegionSource),
 }
 
 fn timeout_config(budget: Duration) -> TimeoutConfig {
+    let attempt = ATTEMPT_TIMEOUT.min(budget / 3);
     TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT.min(budget))
-        .read_timeout(ATTEMPT_TIMEOUT.min(budget))
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT.min(budget))
+        .connect_timeout(CONNECT_TIMEOUT.min(attempt))
+        .read_timeout(attempt)
+        .operation_attempt_timeout(attempt)
         .operation_timeout(budget)
         .build()
 }
 
-/// Builds an HTTP client that honours HTTPS_PROXY, HTTP_PROXY and NO_PROXY.
+/// Returns whether the container credentials endpoint is an `https://` URL. The metadata
+/// service and the ECS agent use plain HTTP, and only a full URI may use TLS.
+fn local_endpoint_uses_tls() -> bool {
+    std::env::var("AWS_CONTAINER_CREDENTIALS_FULL_URI").is_ok_and(|url| url.starts_with("https://"))
+}
+
+/// Builds an HTTP client with the given proxy rules.
 ///
 /// With `tls`, it trusts the Mozilla roots compiled into the binary (so it works in a
 /// `FROM scratch` image) plus the PEM bundle named by `SSL_CERT_FILE`, if any. The trust
 /// roots are parsed only when the first TLS connector is built.
-fn http_client(tls: bool) -> SharedHttpClient {
+fn http_client(tls: bool, proxy: ProxyConfig) -> SharedHttpClient {
     let client = aws_smithy_http_client::Builder::new().build_with_connector_fn(move |settings, components| {
-        let mut builder = Connector::builder().proxy_config(ProxyConfig::from_env());
+        let mut builder = Connector::builder().proxy_config(proxy.clone());
         builder.set_connector_settings(settings.cloned());
         if let Some(components) = components {
             builder.set_sleep_impl(components.sleep_impl());
@@ -184,85 +250,21 @@ pub fn embedded_roots_pem() -> Vec<u8> {
     pem
 }
 
-/// Resolves credentials through the SDK's default chain and returns a provider that
-/// hands out exactly those, so that the SSM client does not resolve them a second time.
+/// Resolves credentials once, within the start-up budget from now, and returns a
+/// provider that hands out exactly those, so that the SSM client does not resolve them a
+/// second time.
 pub async fn resolve_credentials(aws: &Aws) -> Result<SharedCredentialsProvider, Error> {
-    let provider = aws
-        .sdk_config
-        .credentials_provider()
-        .ok_or_else(|| Error::Internal("the SDK configuration has no credentials provider".into()))?;
-    match provider.provide_credentials().await {
-        Ok(credentials) => {
-            tracing::debug!(expires = ?credentials.expiry(), "loaded AWS credentials");
-            Ok(SharedCredentialsProvider::new(credentials))
-        }
-        Err(error) => Err(credentials_error(error)),
-    }
+    resolve_credentials_until(aws, tokio::time::Instant::now() + aws.budget).await
 }
 
-fn credentials_error(error: CredentialsError) -> Error {
-    let detail = crate::ssm::error_chain(&error);
-    match error {
-        CredentialsError::CredentialsNotLoaded(_) => Error::NoCredentials {
-            detail: credential_sources_tried(),
-        },
-        CredentialsError::ProviderTimedOut(_) => Error::Credentials {
-            detail,
-            code: ExitCode::TempFail,
-            hint: Some(
-                "a credential source did not answer in time; in a container on EC2 the \
-                 instance metadata service may be out of reach (IMDSv2 hop limit 1): raise \
-                 the hop limit to 2, use host networking, or give the task its own role"
-                    .into(),
-            ),
-        },
-        _ => {
-            let lower = detail.to_ascii_lowercase();
-            let hint = if lower.contains("sso") || lower.contains("token") && lower.contains("expired") {
-                Some("the SSO session has expired or was never started: run 'aws sso login' with the same profile".into())
-            } else {
-                None
-            };
-            Error::Credentials {
-                detail,
-                code: ExitCode::NoPermission,
-                hint,
-            }
-        }
-    }
-}
-
-/// Lists the default chain's sources, in order, with what the environment says of each.
-fn credential_sources_tried() -> String {
-    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-    let mut sources = Vec::new();
-    sources.push(if set("AWS_ACCESS_KEY_ID") {
-        "environment variables (AWS_SECRET_ACCESS_KEY not set)".to_string()
-    } else {
-        "environment variables (AWS_ACCESS_KEY_ID not set)".to_string()
-    });
-    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
-    sources.push(format!("profile {profile} in the shared config and credentials files"));
-    sources.push(if set("AWS_WEB_IDENTITY_TOKEN_FILE") {
-        "web identity token".to_string()
-    } else {
-        "web identity (AWS_WEB_IDENTITY_TOKEN_FILE not set)".to_string()
-    });
-    sources.push(
-        if set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI") || set("AWS_CONTAINER_CREDENTIALS_FULL_URI") {
-            "container credentials".to_string()
-        } else {
-            "container credentials (AWS_CONTAINER_CREDENTIALS_* not set)".to_string()
-        },
-    );
-    let imds_disabled = std::env::var("AWS_EC2_METADATA_DISABLED")
-        .is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-    sources.push(if imds_disabled {
-        "instance metadata (disabled by AWS_EC2_METADATA_DISABLED)".to_string()
-    } else {
-        "instance metadata (no answer)".to_string()
-    });
-    sources.join(", ")
+/// Resolves credentials like [`resolve_credentials`], giving up at `deadline`: the end
+/// of a budget that also covers the requests after it.
+pub async fn resolve_credentials_until(
+    aws: &Aws,
+    deadline: tokio::time::Instant,
+) -> Result<SharedCredentialsProvider, Error> {
+    let credentials = aws.credentials.resolve(deadline, aws.budget).await?;
+    Ok(SharedCredentialsProvider::new(credentials))
 }
 
 #[cfg(test)]
@@ -284,8 +286,14 @@ mod tests {
 
     #[test]
     fn timeouts_never_exceed_budget() {
-        let config = timeout_config(Duration::from_secs(2));
-        assert_eq!(config.connect_timeout(), Some(Duration::from_secs(2)));
-        assert_eq!(config.operation_timeout(), Some(Duration::from_secs(2)));
+        let config = timeout_config(Duration::from_secs(3));
+        assert_eq!(config.connect_timeout(), Some(Duration::from_secs(1)));
+        assert_eq!(config.operation_attempt_timeout(), Some(Duration::from_secs(1)));
+        assert_eq!(config.operation_timeout(), Some(Duration::from_secs(3)));
+
+        let config = timeout_config(Duration::from_secs(60));
+        assert_eq!(config.connect_timeout(), Some(CONNECT_TIMEOUT));
+        assert_eq!(config.read_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(config.operation_timeout(), Some(Duration::from_secs(60)));
     }
 }

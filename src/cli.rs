@@ -153,6 +153,12 @@ pub struct SelectionArgs {
         value_parser = parse_duration
     )]
     pub timeout: Duration,
+
+    /// Wait a random time between zero and DURATION before the first request, to spread
+    /// the start of many instances launched at once (for example 5s). Not counted in
+    /// --timeout.
+    #[arg(long, value_name = "DURATION", env = "QLARIUS_ENV_SPLAY", value_parser = parse_duration)]
+    pub splay: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -74,6 +74,8 @@ pub struct Config {
     pub endpoint_url: Option<String>,
     pub profile: Option<String>,
     pub timeout: Duration,
+    /// The longest random delay before the first request.
+    pub splay: Option<Duration>,
 }
 
 impl Config {
@@ -138,6 +140,7 @@ impl Config {
             endpoint_url,
             profile,
             timeout: cli.timeout,
+            splay: cli.splay,
         })
     }
 }

@@ -59,6 +59,8 @@ pub async fn load_variables(config: &Config) -> Result<LoadReport, Error> {
 /// batches of named parameters are fetched concurrently; the first failure ends the load.
 pub async fn load(config: &Config) -> Result<Loaded, Error> {
     let aws = aws::configure(config).await?;
+    aws::splay(config.splay).await;
+    let deadline = tokio::time::Instant::now() + config.timeout;
     tracing::debug!(
         region = %aws.region,
         source = %aws.region_source,
@@ -71,21 +73,22 @@ pub async fn load(config: &Config) -> Result<Loaded, Error> {
     let work = async {
         let credentials = {
             let _waiting = pending.start("AWS credentials".into());
-            aws::resolve_credentials(&aws).await?
+            aws::resolve_credentials_until(&aws, deadline).await?
         };
         let client = ssm::client(&aws, credentials);
         read_all(config, &aws, &client, &pending).await
     };
-    within_budget(config, &pending, work).await
+    within_budget(deadline, config, &pending, work).await
 }
 
 /// Reads every configured path and map with an existing client, within the start-up
 /// budget. Used by the watch mode, which keeps one client with refreshing credentials
 /// for every load.
 pub async fn load_with(config: &Config, aws: &aws::Aws, client: &aws_sdk_ssm::Client) -> Result<Loaded, Error> {
+    let deadline = tokio::time::Instant::now() + config.timeout;
     let pending = Pending::default();
     let work = read_all(config, aws, client, &pending);
-    within_budget(config, &pending, work).await
+    within_budget(deadline, config, &pending, work).await
 }
 
 async fn read_all(
@@ -120,15 +123,20 @@ async fn read_all(
     })
 }
 
+/// Runs `work` until `deadline`, the end of the start-up budget `config.timeout`.
 async fn within_budget(
+    deadline: tokio::time::Instant,
     config: &Config,
     pending: &Pending,
     work: impl Future<Output = Result<Loaded, Error>>,
 ) -> Result<Loaded, Error> {
-    match tokio::time::timeout(config.timeout, work).await {
+    // Pinned here so that `work`, and the pending-operation guards it holds, outlive the
+    // timeout: dropping it first would leave nothing to name in the error.
+    let mut work = std::pin::pin!(work);
+    match tokio::time::timeout_at(deadline, work.as_mut()).await {
         Ok(result) => result,
         Err(_) => Err(Error::TimedOut {
-            waiting_on: pending.describe(),
+            waiting_on: aws::describe_wait(pending.describe()),
             budget: config.timeout,
         }),
     }

@@ -35,7 +35,8 @@ impl Parameter {
 pub fn client(aws: &Aws, credentials: SharedCredentialsProvider) -> Client {
     let mut builder = aws_sdk_ssm::config::Builder::from(&aws.sdk_config)
         .credentials_provider(credentials)
-        .http_client(aws.ssm_http_client.clone());
+        .http_client(aws.ssm_http_client.clone())
+        .interceptor(crate::aws::RetryLog);
     if let Some(url) = &aws.endpoint_url {
         builder = builder.endpoint_url(url);
     }

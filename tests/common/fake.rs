@@ -28,6 +28,8 @@ pub enum Reply {
     Truncated,
     /// Answers a GetParameters request with every requested name, valued `value`.
     EchoNames { value: String },
+    /// An HTTP response with the given status and body sent as is, for malformed bodies.
+    Raw { status: u16, body: String },
 }
 
 impl Reply {
@@ -55,6 +57,17 @@ pub struct Request {
     /// The `X-Amz-Target` header, for example `AmazonSSM.GetParametersByPath`.
     pub target: String,
     pub body: serde_json::Value,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub struct FakeAws {
@@ -137,6 +150,13 @@ fn send(writer: &mut TcpStream, reply: Reply) -> bool {
             false
         }
         Reply::Close | Reply::EchoNames { .. } => false,
+        Reply::Raw { status, body } => {
+            let head = format!(
+                "HTTP/1.1 {status} Whatever\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            writer.write_all(head.as_bytes()).is_ok() && writer.write_all(body.as_bytes()).is_ok()
+        }
         Reply::Truncated => {
             let _ = writer.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 500\r\n\r\n{\"Parameters\": [{\"Name\"",
@@ -149,6 +169,7 @@ fn send(writer: &mut TcpStream, reply: Reply) -> bool {
 fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut target = String::new();
     let mut length = 0usize;
+    let mut headers = Vec::new();
     let mut line = String::new();
     loop {
         line.clear();
@@ -160,6 +181,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
             break;
         }
         if let Some((name, value)) = trimmed.split_once(':') {
+            headers.push((name.trim().to_string(), value.trim().to_string()));
             match name.trim().to_ascii_lowercase().as_str() {
                 "x-amz-target" => target = value.trim().to_string(),
                 "content-length" => length = value.trim().parse().unwrap_or(0),
@@ -170,7 +192,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    Some(Request { target, body })
+    Some(Request { target, body, headers })
 }
 
 fn echo_names(request: &serde_json::Value, value: &str) -> Reply {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod http;
 pub mod supervised;
 
 use assert_cmd::Command;
