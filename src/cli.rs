@@ -73,16 +73,8 @@ pub enum Command {
 /// reads parameters.
 #[derive(Debug, Default, Args)]
 pub struct SelectionArgs {
-    /// Parameter Store path to load, recursively [default: /qlarius]. Repeat to layer
-    /// paths: a variable from a later path replaces one from an earlier path.
-    #[arg(
-        short,
-        long = "path",
-        value_name = "PATH",
-        env = "QLARIUS_ENV_PATH",
-        value_delimiter = ','
-    )]
-    pub paths: Vec<String>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
 
     /// Variable that must be loaded, or nothing runs. Repeatable; replaces the default
     /// list [default: TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_VERIFY_SERVICE_SID and
@@ -95,18 +87,6 @@ pub struct SelectionArgs {
         value_delimiter = ','
     )]
     pub require: Vec<String>,
-
-    /// Set VAR from one named parameter: VAR=NAME, VAR=NAME:VERSION or VAR=NAME:LABEL.
-    /// Repeatable; wins over every path. A Secrets Manager secret is read as
-    /// VAR=/aws/reference/secretsmanager/SECRET. Without --path, only the maps load.
-    #[arg(
-        short,
-        long = "map",
-        value_name = "VAR=NAME",
-        env = "QLARIUS_ENV_MAP",
-        value_delimiter = ','
-    )]
-    pub maps: Vec<String>,
 
     /// Load the version of each parameter under the paths that carries this label.
     /// Parameters without the label are left out.
@@ -130,6 +110,46 @@ pub struct SelectionArgs {
     #[arg(long, env = "QLARIUS_ENV_REQUIRE_SECURE")]
     pub require_secure: bool,
 
+    #[command(flatten)]
+    pub aws: AwsArgs,
+
+    /// Wait a random time between zero and DURATION before the first request, to spread
+    /// the start of many instances launched at once (for example 5s). Not counted in
+    /// --timeout.
+    #[arg(long, value_name = "DURATION", env = "QLARIUS_ENV_SPLAY", value_parser = parse_duration)]
+    pub splay: Option<Duration>,
+}
+
+/// The sources of variables: paths to walk and named parameters.
+#[derive(Debug, Default, Args)]
+pub struct SourceArgs {
+    /// Parameter Store path to load, recursively [default: /qlarius]. Repeat to layer
+    /// paths: a variable from a later path replaces one from an earlier path.
+    #[arg(
+        short,
+        long = "path",
+        value_name = "PATH",
+        env = "QLARIUS_ENV_PATH",
+        value_delimiter = ','
+    )]
+    pub paths: Vec<String>,
+
+    /// Set VAR from one named parameter: VAR=NAME, VAR=NAME:VERSION or VAR=NAME:LABEL.
+    /// Repeatable; wins over every path. A Secrets Manager secret is read as
+    /// VAR=/aws/reference/secretsmanager/SECRET. Without --path, only the maps load.
+    #[arg(
+        short,
+        long = "map",
+        value_name = "VAR=NAME",
+        env = "QLARIUS_ENV_MAP",
+        value_delimiter = ','
+    )]
+    pub maps: Vec<String>,
+}
+
+/// How to reach AWS; shared by every command that calls it.
+#[derive(Debug, Args)]
+pub struct AwsArgs {
     /// AWS region [env: AWS_REGION, then AWS_DEFAULT_REGION, then the profile's region].
     #[arg(long, value_name = "REGION")]
     pub region: Option<String>,
@@ -143,7 +163,7 @@ pub struct SelectionArgs {
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
 
-    /// Longest time to wait for credentials and parameters, retries included
+    /// Maximum time to wait for credentials and Parameter Store, retries included
     /// (for example 30s, 1m, 500ms).
     #[arg(
         long,
@@ -153,12 +173,31 @@ pub struct SelectionArgs {
         value_parser = parse_duration
     )]
     pub timeout: Duration,
+}
 
-    /// Wait a random time between zero and DURATION before the first request, to spread
-    /// the start of many instances launched at once (for example 5s). Not counted in
-    /// --timeout.
-    #[arg(long, value_name = "DURATION", env = "QLARIUS_ENV_SPLAY", value_parser = parse_duration)]
-    pub splay: Option<Duration>,
+/// The default start-up budget, as clap's `default_value` above also states.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Default for AwsArgs {
+    fn default() -> Self {
+        AwsArgs {
+            region: None,
+            endpoint_url: None,
+            profile: None,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+impl SelectionArgs {
+    /// Returns selection options with only the AWS settings given, so that commands that
+    /// select no parameters get the same validation and precedence as a launch.
+    pub fn from_aws(aws: AwsArgs) -> SelectionArgs {
+        SelectionArgs {
+            aws,
+            ..SelectionArgs::default()
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -82,11 +82,11 @@ impl Config {
     /// Validates the selection options. `env` looks up an environment variable, so tests
     /// can pass a map instead of the process environment.
     pub fn from_args(cli: SelectionArgs, env: impl Fn(&str) -> Option<String>) -> Result<Config, Error> {
-        let maps = parse_maps(&cli.maps)?;
+        let maps = parse_maps(&cli.sources.maps)?;
         // With only maps, the default path stays out: the maps name what to load.
-        let explicit_paths = !cli.paths.is_empty() || !maps.is_empty();
+        let explicit_paths = !cli.sources.paths.is_empty() || !maps.is_empty();
         let raw_paths = if explicit_paths {
-            cli.paths
+            cli.sources.paths
         } else {
             vec![DEFAULT_PATH.to_string()]
         };
@@ -107,7 +107,7 @@ impl Config {
             (known.iter().map(|(v, _)| v.clone()).collect(), known)
         };
 
-        let region = non_empty(cli.region)
+        let region = non_empty(cli.aws.region)
             .map(|r| (r, RegionSource::Flag))
             .or_else(|| {
                 ["AWS_REGION", "AWS_DEFAULT_REGION"]
@@ -123,8 +123,8 @@ impl Config {
             ensure_label(label)?;
         }
 
-        let endpoint_url = resolve_endpoint(cli.endpoint_url, &env)?;
-        let profile = non_empty(cli.profile).or_else(|| non_empty(env("AWS_PROFILE")));
+        let endpoint_url = resolve_endpoint(cli.aws.endpoint_url, &env)?;
+        let profile = non_empty(cli.aws.profile).or_else(|| non_empty(env("AWS_PROFILE")));
 
         Ok(Config {
             paths,
@@ -139,7 +139,7 @@ impl Config {
             region,
             endpoint_url,
             profile,
-            timeout: cli.timeout,
+            timeout: cli.aws.timeout,
             splay: cli.splay,
         })
     }

@@ -8,11 +8,10 @@ pub mod keygen;
 pub mod policy;
 pub mod put;
 
-use crate::cli::{Command, SelectionArgs};
+use crate::cli::Command;
 use crate::error::Error;
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory};
-use std::time::Duration;
+use clap::{ArgMatches, CommandFactory};
 
 /// Runs one operator command. `matches` is the whole command line, used to reject launch
 /// options given before the subcommand's name.
@@ -52,47 +51,6 @@ fn ensure_no_launch_options(matches: &ArgMatches) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-/// How to reach AWS, for commands that call AWS but select no parameters.
-#[derive(Debug, Args)]
-pub struct AwsArgs {
-    /// AWS region [env: AWS_REGION, then AWS_DEFAULT_REGION, then the profile's region].
-    #[arg(long, value_name = "REGION")]
-    pub region: Option<String>,
-
-    /// Parameter Store endpoint URL, for example a local emulator
-    /// [env: AWS_ENDPOINT_URL_SSM, then AWS_ENDPOINT_URL].
-    #[arg(long, value_name = "URL")]
-    pub endpoint_url: Option<String>,
-
-    /// AWS profile from the shared config files [env: AWS_PROFILE].
-    #[arg(long, value_name = "NAME")]
-    pub profile: Option<String>,
-
-    /// Maximum time to wait for credentials and the request, retries included.
-    #[arg(
-        long,
-        value_name = "DURATION",
-        env = "QLARIUS_ENV_TIMEOUT",
-        default_value = "30s",
-        value_parser = crate::cli::parse_duration
-    )]
-    pub timeout: Duration,
-}
-
-impl AwsArgs {
-    /// Returns the selection options of a launch with only the AWS settings filled in, so
-    /// that the same validation and precedence apply.
-    pub fn into_selection(self) -> SelectionArgs {
-        SelectionArgs {
-            region: self.region,
-            endpoint_url: self.endpoint_url,
-            profile: self.profile,
-            timeout: self.timeout,
-            ..SelectionArgs::default()
-        }
-    }
 }
 
 /// Writes `text` to standard output. A closed pipe (`qlarius-env policy | head`) is not an

@@ -11,7 +11,8 @@
 //! - `kms:Decrypt` on the key, only when Parameter Store calls KMS on the caller's behalf
 //!   (`kms:ViaService`).
 
-use super::{AwsArgs, identity, process_env, write_stdout};
+use super::{identity, process_env, write_stdout};
+use crate::cli::{AwsArgs, SelectionArgs, SourceArgs};
 use crate::aws;
 use crate::config::{Config, MapSpec};
 use crate::error::Error;
@@ -38,32 +39,12 @@ Examples:
    aws iam put-user-policy --user-name qlarius-prod-app --policy-name qlarius-env \\
        --policy-document \"$(qlarius-env policy)\"";
 
-/// Print a least-privilege IAM policy (JSON) for the configured paths.
+/// Print a least-privilege IAM policy (JSON) for the configured paths and maps.
 #[derive(Debug, Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct PolicyArgs {
-    /// Parameter Store path the launch loads [default: /qlarius]. Repeatable, as for a
-    /// launch.
-    #[arg(
-        short,
-        long = "path",
-        value_name = "PATH",
-        env = "QLARIUS_ENV_PATH",
-        value_delimiter = ','
-    )]
-    pub paths: Vec<String>,
-
-    /// A `--map VAR=NAME` the launch uses, as for a launch: adds ssm:GetParameters on that
-    /// parameter, or for a Secrets Manager reference ssm:GetParameter and
-    /// secretsmanager:GetSecretValue on that secret. Repeatable.
-    #[arg(
-        short,
-        long = "map",
-        value_name = "VAR=NAME",
-        env = "QLARIUS_ENV_MAP",
-        value_delimiter = ','
-    )]
-    pub maps: Vec<String>,
+    #[command(flatten)]
+    pub sources: SourceArgs,
 
     /// AWS account id (12 digits) that owns the parameters [default: the account of the
     /// current credentials].
@@ -86,9 +67,8 @@ pub struct PolicyArgs {
 
 pub fn run(args: PolicyArgs) -> Result<(), Error> {
     let key = parse_key(&args.key_id)?;
-    let mut selection = args.aws.into_selection();
-    selection.paths = args.paths;
-    selection.maps = args.maps;
+    let mut selection = SelectionArgs::from_aws(args.aws);
+    selection.sources = args.sources;
     let config = Config::from_args(selection, process_env)?;
 
     let (region, account) = block_on(async {

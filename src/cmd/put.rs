@@ -2,7 +2,8 @@
 //! standard input, a prompt without echo, or the random source. It never comes from an
 //! argument, so it stays out of shell history and `ps`.
 
-use super::{AwsArgs, keygen, process_env};
+use super::{keygen, process_env};
+use crate::cli::{AwsArgs, SelectionArgs};
 use crate::aws;
 use crate::config::{Config, normalize_path};
 use crate::error::Error;
@@ -110,7 +111,7 @@ pub fn run(args: PutArgs) -> Result<(), Error> {
         ));
     }
     let name = ensure_parameter_name(&args.name)?;
-    let config = Config::from_args(args.aws.into_selection(), process_env)?;
+    let config = Config::from_args(SelectionArgs::from_aws(args.aws), process_env)?;
 
     let value = match args.generate {
         Some(bytes) => keygen::generate_key(bytes)?,
