@@ -6,7 +6,7 @@
 //! connection is served on its own thread, and a stalled reply is bounded in time so
 //! that no test can hang for long.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -166,33 +166,17 @@ fn send(writer: &mut TcpStream, reply: Reply) -> bool {
     }
 }
 
+/// Reads one request with the shared parser and keeps what the fake's tests check: the
+/// target operation, the JSON body and the headers.
 fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
-    let mut target = String::new();
-    let mut length = 0usize;
-    let mut headers = Vec::new();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        let trimmed = line.trim_end();
-        if trimmed.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = trimmed.split_once(':') {
-            headers.push((name.trim().to_string(), value.trim().to_string()));
-            match name.trim().to_ascii_lowercase().as_str() {
-                "x-amz-target" => target = value.trim().to_string(),
-                "content-length" => length = value.trim().parse().unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
-    Some(Request { target, body, headers })
+    let request = super::http::read_request(reader)?;
+    let target = request.header("x-amz-target").unwrap_or_default().to_string();
+    let body = serde_json::from_str(&request.body).unwrap_or(serde_json::Value::Null);
+    Some(Request {
+        target,
+        body,
+        headers: request.headers,
+    })
 }
 
 fn echo_names(request: &serde_json::Value, value: &str) -> Reply {
