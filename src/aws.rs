@@ -77,7 +77,7 @@ pub async fn configure(config: &Config) -> Result<Aws, Error> {
     let local = ProviderConfig::without_region()
         .with_region(Some(Region::new(region.clone())))
         .with_http_client(http_client(local_endpoint_uses_tls(), ProxyConfig::disabled()));
-    let credentials = Arc::new(CredentialChain::new(&remote, &local, config.profile.as_deref()));
+    let credentials = Arc::new(CredentialChain::new(&remote, &local, config.profile.as_deref(), config.profile_from_flag));
     let refreshing = ChainProvider {
         chain: credentials.clone(),
         budget: config.timeout,

@@ -73,6 +73,9 @@ pub struct Config {
     pub region: Option<(String, RegionSource)>,
     pub endpoint_url: Option<String>,
     pub profile: Option<String>,
+    /// The profile was named with --profile, which, as in the AWS CLI, also wins over
+    /// credentials in environment variables; `AWS_PROFILE` does not.
+    pub profile_from_flag: bool,
     pub timeout: Duration,
     /// The longest random delay before the first request.
     pub splay: Option<Duration>,
@@ -124,6 +127,7 @@ impl Config {
         }
 
         let endpoint_url = resolve_endpoint(cli.aws.endpoint_url, &env)?;
+        let profile_from_flag = non_empty(cli.aws.profile.clone()).is_some();
         let profile = non_empty(cli.aws.profile).or_else(|| non_empty(env("AWS_PROFILE")));
 
         Ok(Config {
@@ -139,6 +143,7 @@ impl Config {
             region,
             endpoint_url,
             profile,
+            profile_from_flag,
             timeout: cli.aws.timeout,
             splay: cli.splay,
         })

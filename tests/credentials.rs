@@ -473,3 +473,44 @@ fn expired_session_token_says_how_to_refresh() {
     assert!(stderr.contains("aws sso login --profile"), "{stderr}");
     assert_eq!(fake.count("GetParametersByPath"), 1);
 }
+
+#[test]
+fn profile_flag_wins_over_environment_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = write(
+        dir.path(),
+        "credentials",
+        "[prod]\naws_access_key_id = AKIDPRODFLAG\naws_secret_access_key = fake-prod-secret\n",
+    );
+    let fake = parameter_store();
+    let mut command = qlarius_env(&fake.url);
+    command
+        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+        .args(["--profile", "prod", "--path", PATH, "--", "true"]);
+    let (code, stderr) = run(command);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(signing_key(&fake), "AKIDPRODFLAG");
+    assert!(stderr.contains("AWS_ACCESS_KEY_ID in the environment is ignored"), "{stderr}");
+
+    // AWS_PROFILE, unlike the flag, leaves the environment's keys first, as in the SDK.
+    let fake = parameter_store();
+    let mut command = qlarius_env(&fake.url);
+    command
+        .env("AWS_SHARED_CREDENTIALS_FILE", &credentials)
+        .env("AWS_PROFILE", "prod")
+        .args(["--path", PATH, "--", "true"]);
+    let (code, stderr) = run(command);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(signing_key(&fake), "AKIDTESTONLY");
+}
+
+#[test]
+fn missing_profile_flag_tries_nothing_else() {
+    let fake = parameter_store();
+    let mut command = qlarius_env(&fake.url);
+    command.args(["--profile", "nosuch", "--path", PATH, "--", "true"]);
+    let (code, stderr) = run(command);
+    assert_eq!(code, Some(78), "{stderr}");
+    assert!(stderr.contains("--profile nosuch: profile nosuch (not configured)"), "{stderr}");
+    assert!(fake.requests().is_empty());
+}

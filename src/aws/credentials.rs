@@ -49,6 +49,8 @@ enum Source {
 pub struct CredentialChain {
     sources: Vec<(Source, Box<dyn ProvideCredentials>)>,
     profile: String,
+    /// The profile was named with --profile and is the only source.
+    explicit_profile: bool,
 }
 
 impl std::fmt::Debug for CredentialChain {
@@ -61,15 +63,22 @@ impl std::fmt::Debug for CredentialChain {
 impl CredentialChain {
     /// Builds the chain. `remote` reaches STS and the SSO portal, through the proxy if
     /// one is set. `local` reaches the container and instance metadata endpoints and never
-    /// uses a proxy.
-    pub fn new(remote: &ProviderConfig, local: &ProviderConfig, profile: Option<&str>) -> CredentialChain {
+    /// uses a proxy. With `explicit_profile` (--profile), the named profile is the only
+    /// source, as in the AWS CLI: neither keys in the environment nor an instance role can
+    /// stand in for it silently.
+    pub fn new(
+        remote: &ProviderConfig,
+        local: &ProviderConfig,
+        profile: Option<&str>,
+        explicit_profile: bool,
+    ) -> CredentialChain {
         warn_about_empty_keys();
 
         let mut profile_provider = ProfileFileCredentialsProvider::builder().configure(remote);
         if let Some(name) = profile {
             profile_provider = profile_provider.profile_name(name);
         }
-        let sources: Vec<(Source, Box<dyn ProvideCredentials>)> = vec![
+        let mut sources: Vec<(Source, Box<dyn ProvideCredentials>)> = vec![
             (Source::Environment, Box::new(EnvironmentVariableCredentialsProvider::new())),
             (Source::Profile, Box::new(profile_provider.build())),
             (
@@ -85,12 +94,22 @@ impl CredentialChain {
                 Box::new(ImdsCredentialsProvider::builder().configure(local).build()),
             ),
         ];
+        if explicit_profile {
+            sources.retain(|(source, _)| *source == Source::Profile);
+            if env_set("AWS_ACCESS_KEY_ID").is_some() {
+                tracing::info!(
+                    "using profile {} from --profile; AWS_ACCESS_KEY_ID in the environment is ignored",
+                    profile.unwrap_or_default()
+                );
+            }
+        }
         CredentialChain {
             sources,
             profile: profile
                 .map(str::to_string)
                 .or_else(|| env_set("AWS_PROFILE"))
                 .unwrap_or_else(|| "default".into()),
+            explicit_profile,
         }
     }
 
@@ -115,6 +134,18 @@ impl CredentialChain {
                 }
                 Err(error) => return Err(self.failed(*source, error, &tried)),
             }
+        }
+        if self.explicit_profile {
+            return Err(Error::Credentials {
+                detail: format!("--profile {}: {}", self.profile, tried.join("; ")),
+                code: ExitCode::Config,
+                hint: Some(
+                    "check the profile's name in the shared config and credentials files \
+                     (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE); with --profile no other \
+                     credential source is tried"
+                        .into(),
+                ),
+            });
         }
         Err(self.nothing_found(tried))
     }

@@ -12,7 +12,7 @@ mod render;
 use super::identity::{self, CallerIdentity};
 use crate::aws::{self, Aws};
 use crate::cli::SelectionArgs;
-use crate::config::Config;
+use crate::config::{Config, MapSpec};
 use crate::error::{AwsErrorClass, Error, sanitize};
 use crate::hardening;
 use crate::launch::block_on;
@@ -231,7 +231,8 @@ async fn inspect(config: &Config, report: &mut Report) -> Result<(), Error> {
         metadata = list_without_decryption(config, &aws, &client).await;
     }
     fill_parameters(report, config, metadata, paths.as_deref());
-    fill_decryption(report, paths.as_deref(), load_error.as_ref());
+    fill_maps(report, &maps);
+    fill_decryption(report, paths.as_deref(), &maps, load_error.as_ref());
     if load_error.as_ref().is_some_and(is_kms_denial) {
         probe_decryption(report, &client).await;
     }
@@ -484,12 +485,39 @@ fn new_row(path: &str, name: &str) -> ParameterReport {
     }
 }
 
-fn fill_decryption(report: &mut Report, loaded: Option<&[(String, Vec<Parameter>)]>, error: Option<&Error>) {
+/// Rows under the pseudo-path `--map`: one for each `--map`, named by its request (the
+/// parameter name with any selector), with the variable it sets.
+fn fill_maps(report: &mut Report, maps: &[(MapSpec, Parameter)]) {
+    if maps.is_empty() {
+        return;
+    }
+    report.paths.push(MAP_GROUP.into());
+    for (map, parameter) in maps {
+        let mut row = new_row(MAP_GROUP, &map.request);
+        row.variable = Some(map.variable.clone());
+        row.kind = Some(parameter.kind.clone());
+        row.version = Some(parameter.version);
+        row.decrypted = (parameter.kind == "SecureString").then_some(true);
+        row.value_length = Some(parameter.value.expose_secret().len());
+        report.parameters.push(row);
+    }
+}
+
+/// The group name under which `--map` parameters are reported.
+const MAP_GROUP: &str = "--map";
+
+fn fill_decryption(
+    report: &mut Report,
+    loaded: Option<&[(String, Vec<Parameter>)]>,
+    maps: &[(MapSpec, Parameter)],
+    error: Option<&Error>,
+) {
     report.decryption = match (loaded, error) {
         (Some(paths), _) => {
             let count = paths
                 .iter()
                 .flat_map(|(_, list)| list)
+                .chain(maps.iter().map(|(_, parameter)| parameter))
                 .filter(|p| p.kind == "SecureString")
                 .count();
             if count == 0 {
@@ -553,6 +581,13 @@ fn fill_mapping(report: &mut Report, config: &Config) {
                     row.replaced_by = Some(parameters[0].clone());
                 }
             }
+        }
+    }
+
+    // A map replaces whatever a path set for its variable.
+    for row in report.parameters.iter().filter(|r| r.path == MAP_GROUP) {
+        if let Some(variable) = &row.variable {
+            layered.insert(variable.clone(), row.name.clone());
         }
     }
 
