@@ -1,6 +1,7 @@
 //! The command line as the user typed it (clap types). No I/O and no checks of meaning:
 //! `config.rs` turns this into a validated configuration.
 
+use clap::builder::FalseyValueParser;
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
 use nix::sys::signal::Signal;
 use std::ffi::OsString;
@@ -95,19 +96,19 @@ pub struct SelectionArgs {
 
     /// Keep the case of converted names (/app/TF_VAR_type -> TF_VAR_type) instead of
     /// upper-casing them.
-    #[arg(long, env = "QLARIUS_ENV_PRESERVE_CASE")]
+    #[arg(long, env = "QLARIUS_ENV_PRESERVE_CASE", value_parser = FalseyValueParser::new())]
     pub preserve_case: bool,
 
     /// Keep variables already set in the environment instead of replacing them.
-    #[arg(long, env = "QLARIUS_ENV_NO_OVERWRITE")]
+    #[arg(long, env = "QLARIUS_ENV_NO_OVERWRITE", value_parser = FalseyValueParser::new())]
     pub no_overwrite: bool,
 
     /// Start the command even if a path holds no parameters.
-    #[arg(long, env = "QLARIUS_ENV_ALLOW_EMPTY")]
+    #[arg(long, env = "QLARIUS_ENV_ALLOW_EMPTY", value_parser = FalseyValueParser::new())]
     pub allow_empty: bool,
 
     /// Fail when a loaded parameter is not a SecureString, instead of warning.
-    #[arg(long, env = "QLARIUS_ENV_REQUIRE_SECURE")]
+    #[arg(long, env = "QLARIUS_ENV_REQUIRE_SECURE", value_parser = FalseyValueParser::new())]
     pub require_secure: bool,
 
     #[command(flatten)]
@@ -220,7 +221,7 @@ pub struct SuperviseArgs {
     /// Start the command as a child and stay its parent, as a container init does: forward
     /// TERM, INT, HUP, QUIT, USR1, USR2, WINCH and CONT to it, reap every exited process,
     /// and exit with its status (128 + N if signal N killed it).
-    #[arg(long, env = "QLARIUS_ENV_INIT")]
+    #[arg(long, env = "QLARIUS_ENV_INIT", value_parser = FalseyValueParser::new())]
     pub init: bool,
 
     /// Poll Parameter Store for changes every INTERVAL (5m if no value is given), and
@@ -275,7 +276,7 @@ pub struct SuperviseArgs {
 
     /// Start the command in its own process group and send forwarded signals to the
     /// whole group, so that its children get them too.
-    #[arg(long, env = "QLARIUS_ENV_PROCESS_GROUP", requires = "supervisor")]
+    #[arg(long, env = "QLARIUS_ENV_PROCESS_GROUP", value_parser = FalseyValueParser::new(), requires = "supervisor")]
     pub process_group: bool,
 }
 

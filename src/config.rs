@@ -165,17 +165,17 @@ pub fn normalize_path(path: &str) -> Result<String, Error> {
     if path.is_empty() {
         return Err(invalid("a path cannot be empty; use / for every parameter".into()));
     }
-    if !path.starts_with('/') {
-        return Err(invalid(format!(
-            "a path must start with '/'; did you mean /{path}?"
-        )));
-    }
     if let Some(c) = path.chars().find(|c| !is_name_char(*c)) {
         return Err(invalid(format!(
             "{c:?} is not allowed; names contain only letters, digits and _ . - /"
         )));
     }
 
+    if !path.starts_with('/') {
+        return Err(invalid(format!(
+            "a path must start with '/'; did you mean /{path}?"
+        )));
+    }
     let trimmed = path.trim_end_matches('/');
     let normalized = if trimmed.is_empty() { "/" } else { trimmed };
     if normalized.contains("//") {

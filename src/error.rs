@@ -332,7 +332,9 @@ impl Error {
             Error::Collision { .. } => {
                 Some("rename or delete one of the two parameters".into())
             }
-            Error::NulInValue { .. } => None,
+            Error::NulInValue { parameter } => Some(format!(
+                "store the value of {parameter} without the NUL byte, or encode it (base64)"
+            )),
             Error::ParameterExists { .. } => Some(
                 "pass --overwrite to store a new version; earlier versions stay in the \
                  parameter's history"

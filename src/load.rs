@@ -303,6 +303,19 @@ async fn ensure_empty_allowed(config: &Config, client: &aws_sdk_ssm::Client, pat
 pub fn select(config: &Config, loaded: Loaded) -> Result<Vec<Variable>, Error> {
     let mut variables: Vec<Variable> = Vec::new();
     for (path, parameters) in loaded.paths {
+        if let Some(stray) = parameters.iter().find(|p| !mapping::is_below(&path, &p.name)) {
+            return Err(Error::Protocol {
+                operation: "GetParametersByPath",
+                subject: path,
+                detail: format!("the response returned {}, which is not below the path", stray.name),
+            });
+        }
+        // A parameter that a --map names is set by the map alone: that is how a map
+        // renames a parameter whose converted name would be invalid or would collide.
+        let parameters: Vec<Parameter> = parameters
+            .into_iter()
+            .filter(|p| !config.maps.iter().any(|m| m.name == p.name))
+            .collect();
         let names = mapping::map_path(
             &path,
             parameters.iter().map(|p| p.name.as_str()),
@@ -396,14 +409,14 @@ pub fn log_loaded(config: &Config, report: &LoadReport) {
     let (variables, requests) = (&report.variables, report.requests);
     let names: Vec<&str> = variables.iter().map(|v| v.name.as_str()).collect();
     tracing::info!(
-        "loaded {} variable{} from {} in {} ms ({} request{}): {}",
+        "loaded {} variable{} from {} in {} ms ({} request{}){}",
         variables.len(),
         if variables.len() == 1 { "" } else { "s" },
         sources(config),
         report.elapsed.as_millis(),
         requests,
         if requests == 1 { "" } else { "s" },
-        names.join(", ")
+        if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) }
     );
 }
 

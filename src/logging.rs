@@ -34,9 +34,11 @@ pub fn init(verbose: u8, quiet: u8, filter: Option<&str>) {
         (1, _) => LevelFilter::DEBUG,
         _ => LevelFilter::TRACE,
     };
+    // -qq promises no warnings at all, the SDK's included.
+    let foreign_level = if quiet >= 2 { LevelFilter::ERROR } else { LevelFilter::WARN };
     let default = Targets::new()
         .with_target(OWN_TARGET, own_level)
-        .with_default(LevelFilter::WARN);
+        .with_default(foreign_level);
     let requested = match filter.map(str::trim).filter(|f| !f.is_empty()) {
         Some(directives) => directives.parse::<Targets>().unwrap_or_else(|e| {
             eprintln!("qlarius-env: warning: ignoring QLARIUS_ENV_LOG: {e}");

@@ -32,6 +32,17 @@ pub fn variable_name(path: &str, parameter: &str, preserve_case: bool) -> Result
     }
 }
 
+/// Tells whether `parameter` lies below `path`, as every name GetParametersByPath returns
+/// must. Under the root path every name does.
+pub fn is_below(path: &str, parameter: &str) -> bool {
+    if path == "/" {
+        return true;
+    }
+    parameter
+        .strip_prefix(path)
+        .is_some_and(|rest| rest.len() > 1 && rest.starts_with('/'))
+}
+
 /// Returns the part of `parameter` below `path`, or the whole name without its leading `/`
 /// when it is not below `path`.
 fn relative_name<'a>(path: &str, parameter: &'a str) -> &'a str {
@@ -187,6 +198,16 @@ mod tests {
         let first = map_path("/p", names, false).unwrap();
         let second = map_path("/p", names, false).unwrap();
         assert_eq!(first, second);
+    }
+
+    #[test]
+    fn below_path() {
+        assert!(is_below("/u", "/u/a"));
+        assert!(is_below("/u", "/u/a/b"));
+        assert!(!is_below("/u", "/ux/a"));
+        assert!(!is_below("/u", "/u"));
+        assert!(!is_below("/u", "/u/"));
+        assert!(is_below("/", "/anything"));
     }
 
     #[test]

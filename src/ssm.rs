@@ -286,15 +286,31 @@ where
                 }
             }
         }
-        SdkError::ResponseError(response) => Error::Protocol {
-            operation,
-            subject: subject.to_string(),
-            detail: format!(
-                "HTTP {}: {}",
-                response.raw().status().as_u16(),
-                redact(&error_chain(&SdkError::<E, _>::ResponseError(response)), loaded)
-            ),
-        },
+        SdkError::ResponseError(response) => {
+            let status = response.raw().status().as_u16();
+            let detail = redact(&error_chain(&SdkError::<E, _>::ResponseError(response)), loaded);
+            if status >= 500 {
+                // A proxy or load balancer in front of Parameter Store failing, with a body
+                // that is not AWS's: the service is unavailable, not speaking nonsense.
+                Error::Aws(Box::new(AwsError {
+                    operation,
+                    subject: subject.to_string(),
+                    class: AwsErrorClass::ServerError,
+                    code: None,
+                    message: None,
+                    request_id: None,
+                    http_status: Some(status),
+                    action,
+                    resource: None,
+                }))
+            } else {
+                Error::Protocol {
+                    operation,
+                    subject: subject.to_string(),
+                    detail: format!("HTTP {status}: {detail}"),
+                }
+            }
+        }
         SdkError::ServiceError(context) => {
             let status = context.raw().status().as_u16();
             let error = context.err();
@@ -306,12 +322,7 @@ where
                 .map(str::to_string)
                 .or_else(|| context.raw().headers().get("x-amzn-requestid").map(str::to_string));
             let class = class_of(code.as_deref(), message.as_deref(), status);
-            let resource = (!subject.contains(", ")).then(|| format!(
-                "arn:aws:ssm:{}:*:parameter{}{}",
-                aws.region,
-                if subject == "/" { "" } else { subject },
-                if action == "ssm:GetParametersByPath" { "/*" } else { "" }
-            ));
+            let resource = resource_arn(&aws.region, subject);
             Error::Aws(Box::new(AwsError {
                 operation,
                 subject: subject.to_string(),
@@ -329,6 +340,21 @@ where
             redact(&error_chain(&other), loaded)
         )),
     }
+}
+
+/// Returns the ARN that IAM checks for a request about `subject`: the path itself for
+/// GetParametersByPath, the parameter for the other calls, and the secret for a Secrets
+/// Manager reference. Several names (a GetParameters batch) have no single ARN.
+fn resource_arn(region: &str, subject: &str) -> Option<String> {
+    if subject.contains(", ") {
+        return None;
+    }
+    if let Some(secret) = subject.strip_prefix("/aws/reference/secretsmanager/") {
+        return Some(format!("arn:aws:secretsmanager:{region}:*:secret:{secret}-*"));
+    }
+    let name = subject.split(':').next().unwrap_or(subject);
+    let separator = if name.starts_with('/') { "" } else { "/" };
+    Some(format!("arn:aws:ssm:{region}:*:parameter{separator}{name}"))
 }
 
 fn class_of(code: Option<&str>, message: Option<&str>, status: u16) -> AwsErrorClass {
@@ -419,5 +445,19 @@ mod tests {
             redact("bad value canary-value-1234 here", &loaded),
             "bad value [redacted] here"
         );
+    }
+
+    #[test]
+    fn resource_is_what_iam_checks() {
+        let arn = |subject| resource_arn("eu-west-1", subject);
+        assert_eq!(arn("/qlarius").as_deref(), Some("arn:aws:ssm:eu-west-1:*:parameter/qlarius"));
+        assert_eq!(arn("/").as_deref(), Some("arn:aws:ssm:eu-west-1:*:parameter/"));
+        assert_eq!(arn("/a/b:3").as_deref(), Some("arn:aws:ssm:eu-west-1:*:parameter/a/b"));
+        assert_eq!(arn("flat").as_deref(), Some("arn:aws:ssm:eu-west-1:*:parameter/flat"));
+        assert_eq!(
+            arn("/aws/reference/secretsmanager/app/db").as_deref(),
+            Some("arn:aws:secretsmanager:eu-west-1:*:secret:app/db-*")
+        );
+        assert_eq!(arn("/a, /b"), None);
     }
 }

@@ -81,7 +81,7 @@ fn access_denied_names_action_resource_and_principal() {
         ))
         .stderr(predicate::str::contains("(request id fake-request-400)"))
         .stderr(predicate::str::contains(
-            "hint: the caller needs ssm:GetParametersByPath on arn:aws:ssm:us-east-1:*:parameter/qlarius/*",
+            "hint: the caller needs ssm:GetParametersByPath on arn:aws:ssm:us-east-1:*:parameter/qlarius;",
         ));
     assert!(!marker.exists(), "the command ran");
     assert_eq!(fake.count("GetParametersByPath"), 1, "access denied is not retried");
@@ -203,4 +203,29 @@ fn no_credentials_fails_fast_and_lists_sources() {
         .stderr(predicate::str::contains("environment variables (AWS_ACCESS_KEY_ID not set)"))
         .stderr(predicate::str::contains("instance metadata (disabled by AWS_EC2_METADATA_DISABLED)"));
     assert!(fake.requests().is_empty());
+}
+
+#[test]
+fn gateway_errors_without_aws_body_are_unavailable() {
+    for (status, body) in [(502, ""), (503, "<html><body>Service Unavailable</body></html>")] {
+        let fake = FakeAws::start(vec![Reply::Json { status, body: body.into() }]);
+        qlarius_env(&fake.url)
+            .env("AWS_MAX_ATTEMPTS", "2")
+            .args(["--", "true"])
+            .assert()
+            .code(69)
+            .stderr(predicate::str::contains(format!("HTTP {status}")));
+    }
+}
+
+#[test]
+fn names_outside_the_path_are_rejected() {
+    for stray in ["/ux/a", "/u"] {
+        let fake = FakeAws::start(vec![Reply::ok(page(&[("/u/fine", "1"), (stray, "2")], None))]);
+        qlarius_env(&fake.url)
+            .args(["--path", "/u", "--", "true"])
+            .assert()
+            .code(76)
+            .stderr(predicate::str::contains(format!("returned {stray}, which is not below the path")));
+    }
 }

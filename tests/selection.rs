@@ -323,3 +323,38 @@ fn plain_strings_warn_or_fail_with_require_secure() {
         .stderr(predicate::str::contains(format!("{path}/db/host")))
         .stderr(predicate::str::contains("db/password").not());
 }
+
+#[test]
+fn map_renames_path_parameter() {
+    let path = unique_path("rename");
+    put_parameters(&[
+        secure(format!("{path}/2fa/issuer"), "acme"),
+        secure(format!("{path}/Api_Key"), "k1"),
+        secure(format!("{path}/API_KEY"), "k2"),
+    ]);
+    qlarius_env(&moto().url)
+        .args([
+            "--path", &path,
+            "--map", &format!("TWO_FA_ISSUER={path}/2fa/issuer"),
+            "--map", &format!("LEGACY_API_KEY={path}/Api_Key"),
+            "--", "sh", "-c", "printf '%s %s %s' \"$TWO_FA_ISSUER\" \"$LEGACY_API_KEY\" \"$API_KEY\"",
+        ])
+        .assert()
+        .success()
+        .stdout("acme k1 k2");
+}
+
+#[test]
+fn boolean_variables_accept_one_and_zero() {
+    let path = unique_path("falsey");
+    qlarius_env(&moto().url)
+        .env("QLARIUS_ENV_ALLOW_EMPTY", "1")
+        .args(["--path", &path, "--", "true"])
+        .assert()
+        .success();
+    qlarius_env(&moto().url)
+        .env("QLARIUS_ENV_ALLOW_EMPTY", "0")
+        .args(["--path", &path, "--", "true"])
+        .assert()
+        .code(66);
+}

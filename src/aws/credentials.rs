@@ -241,11 +241,19 @@ impl CredentialChain {
             _ if source == Source::InstanceMetadata && is_unreachable(&lower) => {
                 (ExitCode::TempFail, Some(IMDS_HINT.to_string()))
             }
+            _ if lower.contains("timeout") || lower.contains("timed out") => {
+                (ExitCode::TempFail, Some(self.timeout_hint(source)))
+            }
             _ if source == Source::Container && is_unreachable(&lower) => (
                 ExitCode::Unavailable,
                 Some("check that the container credentials endpoint is reachable from the container".into()),
             ),
-            _ if is_unreachable(&lower) => (ExitCode::Unavailable, None),
+            _ if is_unreachable(&lower) => (
+                ExitCode::Unavailable,
+                Some("check that STS and the SSO portal are reachable (HTTPS_PROXY, NO_PROXY, VPC \
+                      endpoints)"
+                    .into()),
+            ),
             _ if lower.contains("sso") || lower.contains("expired") => (
                 ExitCode::NoPermission,
                 Some(format!(
@@ -254,7 +262,13 @@ impl CredentialChain {
                     self.profile
                 )),
             ),
-            _ => (ExitCode::NoPermission, None),
+            _ => (
+                ExitCode::NoPermission,
+                Some(format!(
+                    "{} is configured but returned an error; run with -v for each step",
+                    self.describe(source)
+                )),
+            ),
         };
         Error::Credentials { detail, code, hint }
     }
@@ -262,7 +276,12 @@ impl CredentialChain {
     fn timeout_hint(&self, source: Source) -> String {
         match source {
             Source::InstanceMetadata => IMDS_HINT.to_string(),
-            _ => "raise --timeout on a slow network".into(),
+            Source::Container => "check that the container credentials endpoint answers from \
+                the container; raise --timeout on a slow network"
+                .into(),
+            _ => "check that STS and the SSO portal are reachable (HTTPS_PROXY, NO_PROXY, VPC \
+                endpoints); raise --timeout on a slow network"
+                .into(),
         }
     }
 
