@@ -268,6 +268,18 @@ impl Error {
                  from a private network Parameter Store needs a NAT gateway or a VPC endpoint"
                     .into(),
             ),
+            // A budget spent on refused connections is a reachability problem, not a
+            // slow network.
+            Error::TimedOut { waiting_on, .. } if waiting_on.contains("tunnel error") => Some(
+                "the proxy refused to open a tunnel to Parameter Store: check HTTPS_PROXY, \
+                 its credentials and what it allows, or add the endpoint to NO_PROXY"
+                    .into(),
+            ),
+            Error::TimedOut { waiting_on, .. } if waiting_on.contains("connection error") => Some(
+                "every attempt failed to connect: check the endpoint URL, DNS, firewall and \
+                 HTTPS_PROXY/NO_PROXY"
+                    .into(),
+            ),
             Error::TimedOut { .. } => Some(
                 "raise --timeout on a slow network; a throttled fleet also benefits from --splay"
                     .into(),
@@ -519,5 +531,19 @@ mod tests {
         assert!(line.ends_with("(request id req-1)"));
         assert_eq!(error.exit_code(), ExitCode::NoPermission);
         assert!(error.hint().unwrap().contains("ssm:GetParametersByPath on arn:aws:ssm"));
+    }
+
+    #[test]
+    fn timeout_hint_follows_last_failure() {
+        let timed_out = |waiting_on: &str| Error::TimedOut {
+            waiting_on: waiting_on.into(),
+            budget: Duration::from_secs(5),
+        };
+        let proxy = timed_out("GetParametersByPath /q (the last attempt failed with a connection error (tunnel error: unsuccessful))");
+        assert!(proxy.hint().unwrap().contains("HTTPS_PROXY"));
+        let refused = timed_out("GetParametersByPath /q (the last attempt failed with a connection error (connection refused))");
+        assert!(refused.hint().unwrap().starts_with("every attempt failed to connect"));
+        let slow = timed_out("GetParametersByPath /q");
+        assert!(slow.hint().unwrap().starts_with("raise --timeout"));
     }
 }
