@@ -384,7 +384,10 @@ fn aws_hint(e: &AwsError) -> Option<String> {
         ),
         AwsErrorClass::KmsDenied => Some(format!(
             "the caller needs kms:Decrypt on the KMS key that encrypts the SecureString \
-             parameters under {}; for the default key, add the IAM user as a key user of aws/ssm",
+             parameters under {}: for a customer managed key, add the IAM user as a key user \
+             in the key's policy. The AWS managed key aws/ssm cannot be edited and already \
+             lets the account's principals decrypt through Parameter Store, so a denial there \
+             points to an explicit deny or a parameter encrypted with another key",
             e.subject
         )),
         AwsErrorClass::Throttled => Some(

@@ -95,7 +95,8 @@ fn kms_denial_hints_at_key_users() {
         .assert()
         .code(77)
         .stderr(predicate::str::contains("kms:Decrypt on resource: arn:aws:kms:us-east-1"))
-        .stderr(predicate::str::contains("add the IAM user as a key user of aws/ssm"));
+        .stderr(predicate::str::contains("add the IAM user as a key user"))
+        .stderr(predicate::str::contains("aws/ssm cannot be edited"));
 }
 
 #[test]
