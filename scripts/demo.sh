@@ -25,6 +25,7 @@ export AWS_EC2_METADATA_DISABLED=true AWS_CONFIG_FILE="$work/config"
 export AWS_SHARED_CREDENTIALS_FILE="$work/credentials"
 unset AWS_PROFILE AWS_REGION AWS_SESSION_TOKEN
 : >"$AWS_CONFIG_FILE"
+: >"$AWS_SHARED_CREDENTIALS_FILE"
 
 for _ in $(seq 100); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
