@@ -218,7 +218,7 @@ async fn inspect(config: &Config, report: &mut Report) -> Result<(), Error> {
 
     let client = ssm::client(&aws, credentials);
     let mut metadata = describe_paths(config, &aws, &client).await;
-    let loaded = load::load(config).await;
+    let loaded = load::load_with(config, &aws, &client).await;
 
     let (paths, maps, load_error) = match loaded {
         Ok(loaded) => (Some(loaded.paths), loaded.maps, None),
