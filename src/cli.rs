@@ -70,8 +70,8 @@ pub enum Command {
     Man(crate::cmd::completions::ManArgs),
 }
 
-/// Which parameters to load and how to reach Parameter Store; shared by every mode that
-/// reads parameters.
+/// Selection options: the parameters to load and how to reach Parameter Store. Every
+/// mode that reads parameters shares them.
 #[derive(Debug, Default, Args)]
 pub struct SelectionArgs {
     #[command(flatten)]
@@ -103,7 +103,7 @@ pub struct SelectionArgs {
     #[arg(long, env = "QLARIUS_ENV_NO_OVERWRITE", value_parser = FalseyValueParser::new())]
     pub no_overwrite: bool,
 
-    /// Start the command even if a path holds no parameters.
+    /// Start the command even if a path contains no parameters.
     #[arg(long, env = "QLARIUS_ENV_ALLOW_EMPTY", value_parser = FalseyValueParser::new())]
     pub allow_empty: bool,
 

@@ -20,7 +20,7 @@ pub const QLARIUS_PARAMETERS: [(&str, &str); 4] = [
 /// only one at a time by name: GetParametersByPath does not list them.
 const SECRETS_MANAGER_PREFIX: &str = "/aws/reference/secretsmanager";
 
-/// Where the region came from, reported in logs and errors.
+/// The source of the region, reported in logs and errors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegionSource {
     Flag,
@@ -77,7 +77,7 @@ pub struct Config {
     /// credentials in environment variables; `AWS_PROFILE` does not.
     pub profile_from_flag: bool,
     pub timeout: Duration,
-    /// The longest random delay before the first request.
+    /// The maximum random delay before the first request.
     pub splay: Option<Duration>,
 }
 

@@ -20,7 +20,7 @@ pub enum ExitCode {
     Usage = 64,
     /// A parameter's name or value cannot become an environment variable.
     DataError = 65,
-    /// A required parameter is missing, or the path holds no parameters.
+    /// A required parameter is missing, or the path contains no parameters.
     NoInput = 66,
     /// Parameter Store or the network is unavailable.
     Unavailable = 69,

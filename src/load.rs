@@ -23,7 +23,7 @@ pub struct Variable {
     pub kind: String,
 }
 
-/// What one load read from Parameter Store.
+/// The parameters one load read from Parameter Store.
 pub struct Loaded {
     /// Each path with the parameters under it, in the order the paths were given.
     pub paths: Vec<(String, Vec<Parameter>)>,

@@ -238,7 +238,7 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 /// Turns an SDK error into an operator's error: the AWS code, message and request id for
 /// service errors, and the endpoint for connection failures.
 ///
-/// `loaded` holds the values read so far; any of them echoed in an error message is
+/// `loaded` contains the values read so far; any of them echoed in an error message is
 /// replaced, so a hostile or buggy endpoint cannot make qlarius-env print a secret.
 pub fn classify<E>(
     error: SdkError<E, aws_smithy_runtime_api::client::orchestrator::HttpResponse>,

@@ -20,11 +20,7 @@ fn run(mut command: assert_cmd::Command) -> (i32, String, String) {
 
 /// Reads a parameter back from moto with the SDK, decrypted.
 fn stored_value(name: &str) -> (String, i64) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let output = ssm_client(&moto().url)
             .get_parameter()
             .name(name)

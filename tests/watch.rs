@@ -142,11 +142,7 @@ fn relay(client: TcpStream, upstream: &str, counts: &Mutex<Counts>) {
 }
 
 fn delete_parameter(name: &str) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         ssm_client(&moto().url)
             .delete_parameter()
             .name(name)

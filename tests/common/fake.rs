@@ -11,7 +11,7 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The longest a `Stall` reply holds a connection open.
+/// Maximum time a `Stall` reply keeps a connection open.
 const STALL_LIMIT: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
@@ -20,13 +20,13 @@ pub enum Reply {
     Json { status: u16, body: String },
     /// Waits, then sends the reply.
     Delayed(Duration, Box<Reply>),
-    /// Reads the request and never answers (until the stall limit).
+    /// Reads the request and sends no response (until the stall limit).
     Stall,
     /// Reads the request and closes the connection without a response.
     Close,
     /// Sends the status line and headers of a 200 with a body shorter than announced.
     Truncated,
-    /// Answers a GetParameters request with every requested name, valued `value`.
+    /// Returns every requested name of a GetParameters request, each valued `value`.
     EchoNames { value: String },
     /// An HTTP response with the given status and body sent as is, for malformed bodies.
     Raw { status: u16, body: String },
@@ -40,7 +40,7 @@ impl Reply {
         }
     }
 
-    /// An AWS JSON-protocol error, as Parameter Store sends it.
+    /// Builds an AWS JSON-protocol error, as Parameter Store sends it.
     pub fn error(status: u16, code: &str, message: &str) -> Reply {
         let body = serde_json::json!({ "__type": code, "message": message }).to_string();
         Reply::Json { status, body }
@@ -190,7 +190,7 @@ fn echo_names(request: &serde_json::Value, value: &str) -> Reply {
     Reply::ok(serde_json::json!({"Parameters": parameters, "InvalidParameters": []}).to_string())
 }
 
-/// A GetParametersByPath page body with the given `(name, value)` pairs.
+/// Builds a GetParametersByPath page body with the given `(name, value)` pairs.
 pub fn page(parameters: &[(&str, &str)], next_token: Option<&str>) -> String {
     let parameters: Vec<serde_json::Value> = parameters
         .iter()

@@ -64,7 +64,7 @@ pub fn moto() -> &'static Moto {
     })
 }
 
-/// A program installed in the project's virtual environment by `scripts/test.sh`.
+/// Returns the path of a program installed in the project's virtual environment by `scripts/test.sh`.
 pub fn venv_bin(name: &str) -> PathBuf {
     let venv = std::env::var_os("QLARIUS_TEST_VENV")
         .map(PathBuf::from)
@@ -130,14 +130,19 @@ pub fn plain(name: impl Into<String>, value: &str) -> Put<'_> {
     }
 }
 
+/// Runs a future to completion on a fresh single-threaded runtime.
+pub fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 /// Creates parameters in moto with PutParameter, as an operator's SDK or CLI would.
 pub fn put_parameters(parameters: &[Put<'_>]) {
     let moto = moto();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let client = ssm_client(&moto.url);
         for p in parameters {
             client
@@ -161,11 +166,7 @@ pub fn put_parameters(parameters: &[Put<'_>]) {
 /// Adds a label to a version of a parameter in moto.
 pub fn label_version(name: &str, version: i64, label: &str) {
     let moto = moto();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         ssm_client(&moto.url)
             .label_parameter_version()
             .name(name)
@@ -190,7 +191,7 @@ pub fn ssm_client(url: &str) -> aws_sdk_ssm::Client {
     aws_sdk_ssm::Client::from_conf(config)
 }
 
-/// The four Qlarius parameters with obvious fake values, under `prefix` (for example
+/// Returns the four Qlarius parameters with obvious fake values, under `prefix` (for example
 /// `/qlarius` or a unique path).
 pub fn qlarius_parameters(prefix: &str) -> Vec<(String, String)> {
     [
@@ -204,7 +205,7 @@ pub fn qlarius_parameters(prefix: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-/// The whole environment a test gives qlarius-env: static fake credentials, a region,
+/// Returns the whole environment a test gives qlarius-env: static fake credentials, a region,
 /// the endpoint, and no path to real AWS, profile files or instance metadata.
 pub fn base_env(endpoint: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -220,7 +221,7 @@ pub fn base_env(endpoint: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// A qlarius-env command whose environment is exactly [`base_env`].
+/// Builds a qlarius-env command whose environment is exactly [`base_env`].
 pub fn qlarius_env(endpoint: &str) -> Command {
     let mut command = Command::cargo_bin("qlarius-env").unwrap();
     command
